@@ -1,0 +1,36 @@
+"""CSWin-UNet Table 5: upsampling strategy (bilinear vs transposed convolution vs CARAFE) on Synapse.
+
+    python ablations/cswin_unet/table5_upsampling.py [--quick | --data-dir /data/Synapse] [--only carafe] [--seeds 3]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from ablations.cswin_unet.common import (  # noqa: E402
+    COMPLEXITY_METRICS, NET, PAPER_SOURCE, QUICK_RECIPE, RECIPE, SEGMENTATION_METRICS, UNKNOWN,
+)
+from ablations.framework.table import AblationTable, Variant  # noqa: E402
+
+TABLE = AblationTable(
+    paper="cswin_unet", number=5, subject="upsampling", title="Upsampling strategy", dataset="synapse",
+    recipe=RECIPE, quick_recipe=QUICK_RECIPE,
+    metrics=SEGMENTATION_METRICS + COMPLEXITY_METRICS,
+    variants=(
+        Variant("bilinear", {NET + "upsampler": "bilinear"},
+                "bilinear ×σ + 1×1 projection at the four upsampling points (our definition; the paper gives none)",
+                UNKNOWN),
+        Variant("transposed", {NET + "upsampler": "transposed"},
+                "ConvTranspose2d, kernel = stride = σ (our definition; the paper gives none)", UNKNOWN),
+        Variant("carafe", {NET + "upsampler": "carafe"},
+                "CARAFE as released: k_up 3, k_enc 3, compressor C/4, 1×1 output projection", UNKNOWN),
+    ),
+    paper_source=PAPER_SOURCE + " The paper reports CARAFE as best, adding little compute over transposed convolution.",
+)
+
+if __name__ == "__main__":
+    from ablations.framework.runner import main
+
+    main(TABLE)

@@ -1,0 +1,38 @@
+"""CSWin-UNet Table 6: number of skip connections (3/2/1/0) on Synapse.
+
+Skips are removed from the coarsest scale first (1/16, then 1/8, then 1/4), as the paper does.
+
+    python ablations/cswin_unet/table6_skip_connections.py [--quick | --data-dir /data/Synapse]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from ablations.cswin_unet.common import (  # noqa: E402
+    NET, PAPER_SOURCE, QUICK_RECIPE, RECIPE, SEGMENTATION_METRICS, UNKNOWN,
+)
+from ablations.framework.table import AblationTable, Variant  # noqa: E402
+
+KEPT = {3: "1/4, 1/8, 1/16", 2: "1/4, 1/8", 1: "1/4", 0: "none"}
+
+TABLE = AblationTable(
+    paper="cswin_unet", number=6, subject="skip_connections", title="Number of skip connections", dataset="synapse",
+    recipe=RECIPE, quick_recipe=QUICK_RECIPE,
+    metrics=SEGMENTATION_METRICS,
+    variants=tuple(
+        Variant(f"skips{n}", {NET + "num_skips": n}, f"{n} skip connection(s) kept: {KEPT[n]}"
+                + (" (released)" if n == 3 else "") , UNKNOWN)
+        for n in (3, 2, 1, 0)
+    ),
+    paper_source=PAPER_SOURCE + " The paper reports accuracy rising with the number of skips, most for small organs.",
+    notes=("A removed skip drops its concat + Linear; the upsampler output feeds the decoder stage directly "
+           "(the paper does not say what replaces it). Per-organ Dice of every run is in the JSON.",),
+)
+
+if __name__ == "__main__":
+    from ablations.framework.runner import main
+
+    main(TABLE)

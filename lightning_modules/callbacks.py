@@ -1,0 +1,112 @@
+"""Small named callbacks: exact resumption and segmentation overlays."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from lightning_modules.visualize import overlay_figure
+
+
+class RNGStateCheckpoint(L.Callback):
+    """Save the Python, NumPy and torch RNG states in checkpoints and restore them on resume.
+
+    Lightning does not store RNG states, so dropout / stochastic depth after a resume
+    would otherwise differ from the uninterrupted run. Stored as tensors and lists
+    only, so checkpoints still load with ``weights_only=True``.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        numpy = state_dict["numpy"]
+        np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                             numpy["has_gauss"], numpy["cached_gaussian"]))
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+def run_dir(trainer: L.Trainer) -> Path:
+    """Where a run's files go: the first logger's folder, else the trainer's root dir."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def log_figure(trainer: L.Trainer, fig, key: str, path: Path, caption: str) -> None:
+    """Save a figure as PNG beside the run and send it to every W&B logger."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    for logger in trainer.loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.log_image(key=key, images=[str(path)], caption=[caption])
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+class SegmentationOverlays(L.Callback):
+    """Image | ground truth | prediction overlays of fixed slices, with the class legend.
+
+    Validation: the ``num_samples`` validation slices with the most classes (chosen
+    once, so every epoch shows the same slices) → ``overlays/val_epoch<E>.png``.
+    Test: the slices with the most classes of the first test volume → ``overlays/test_<case>.png``.
+    """
+
+    def __init__(self, num_samples: int = 4) -> None:
+        self.num_samples = num_samples
+        self._val_indices: list[int] | None = None
+
+    def _class_names(self, trainer: L.Trainer, num_classes: int) -> list[str]:
+        names = getattr(trainer.datamodule, "class_names", None)
+        return list(names) if names else [f"class{i}" for i in range(num_classes)]
+
+    def _pick(self, labels: list[np.ndarray]) -> list[int]:
+        richness = [(len(np.unique(lab)), int((lab > 0).sum()), -i) for i, lab in enumerate(labels)]
+        order = sorted(range(len(labels)), key=lambda i: richness[i], reverse=True)
+        return sorted(order[: self.num_samples])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dataset = getattr(trainer.datamodule, "val_dataset", None)
+        if trainer.sanity_checking or dataset is None or len(dataset) == 0:
+            return
+        if self._val_indices is None:
+            self._val_indices = self._pick([np.asarray(dataset[i]["label"]) for i in range(len(dataset))])
+        samples = [dataset[i] for i in self._val_indices]
+        images = torch.stack([torch.as_tensor(s["image"]) for s in samples]).to(pl_module.device)
+        with torch.no_grad():
+            preds = pl_module(images).argmax(1).cpu().numpy()
+        labels = [np.asarray(s["label"]) for s in samples]
+        fig = overlay_figure([s["image"][0].numpy() for s in samples], labels, list(preds),
+                             self._class_names(trainer, pl_module.num_classes),
+                             titles=[f"{s.get('case', '')} slice {int(s.get('slice', i))}" for i, s in
+                                     zip(self._val_indices, samples)])
+        epoch = trainer.current_epoch
+        log_figure(trainer, fig, "val/overlays", run_dir(trainer) / "overlays" / f"val_epoch{epoch:03d}.png",
+                   f"epoch {epoch}")
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx != 0 or not isinstance(outputs, dict) or "prediction" not in outputs:
+            return
+        image, label, pred = outputs["image"], outputs["label"], outputs["prediction"]
+        idx = self._pick(list(label))
+        case = outputs.get("case", "case")
+        fig = overlay_figure([image[i] for i in idx], [label[i] for i in idx], [pred[i] for i in idx],
+                             self._class_names(trainer, pl_module.num_classes),
+                             titles=[f"{case} slice {i}" for i in idx])
+        log_figure(trainer, fig, "test/overlays", run_dir(trainer) / "overlays" / f"test_{case}.png", case)

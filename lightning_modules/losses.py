@@ -1,0 +1,184 @@
+"""Segmentation losses of the TransUNet lineage (CSWin-UNet, D-LKA 2D, Perspective+ ...).
+
+* :class:`SoftDiceLoss` -- the official TransUNet ``DiceLoss(softmax=True)``:
+  softmax probabilities, a one-hot target over **all** classes (background
+  included), squared terms in the denominator, sums over the whole batch, then
+  the mean over classes::
+
+      L_dice = mean_c [ 1 - (2 Σ p_c t_c + s) / (Σ p_c² + Σ t_c² + s) ],   s = 1e-5
+
+* :class:`CEDiceLoss` -- ``ce_weight · CE + dice_weight · Dice``; the released
+  CSWin-UNet recipe is 0.4 CE + 0.6 Dice (the paper's α, β of Table 8, with α on
+  CE following the code).
+
+Shapes: logits ``(B, C, *spatial)`` with any number of spatial dimensions (2-D
+``(B, C, H, W)`` and 3-D ``(B, C, D, H, W)``), integer targets ``(B, *spatial)``
+holding class indices in ``[0, C)`` (a singleton channel ``(B, 1, *spatial)`` is
+accepted too).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["SoftDiceLoss", "CEDiceLoss"]
+
+
+def _prepare_target(logits: Tensor, target: Tensor) -> Tensor:
+    """Integer target of shape (B, *spatial), checked against ``logits`` (B, C, *spatial)."""
+    if logits.dim() < 3:
+        raise ValueError(f"logits must be (B, C, *spatial), got shape {tuple(logits.shape)}")
+    if target.dim() == logits.dim() and target.shape[1] == 1:
+        target = target[:, 0]
+    expected = (logits.shape[0],) + tuple(logits.shape[2:])
+    if tuple(target.shape) != expected:
+        raise ValueError(
+            f"target must have shape {expected} (or with a singleton channel) for logits of shape "
+            f"{tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
+    if target.dtype != torch.long:  # one_hot and cross_entropy need int64 indices
+        target = target.long()
+    return target
+
+
+class SoftDiceLoss(nn.Module):
+    """Multi-class soft Dice loss with squared denominators (official TransUNet ``DiceLoss``).
+
+    Args:
+        num_classes: C, including background.
+        smooth: the additive constant in numerator and denominator (1e-5 officially).
+        include_background: if False, class 0 is left out of the mean over
+            classes (its probabilities still take part in the softmax).
+        ignore_index: optional target value whose pixels are excluded from every
+            sum (the official loss has none).
+
+    ``forward(logits (B, C, *spatial), target (B, *spatial)) -> scalar``. For each
+    class c, with p = softmax(logits) and t = one_hot(target), sums run over the
+    batch and all pixels at once::
+
+        loss_c = 1 - (2 Σ p_c t_c + smooth) / (Σ p_c² + Σ t_c² + smooth)
+
+    and the result is the mean of ``loss_c`` over the included classes. The sums
+    are computed in float32 (or the input's precision if higher), so mixed
+    precision does not overflow them.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        smooth: float = 1e-5,
+        include_background: bool = True,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.smooth = float(smooth)
+        self.include_background = bool(include_background)
+        self.ignore_index = ignore_index
+
+    def per_class(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Per-class Dice losses ``(C,)`` (all classes, background included)."""
+        target = _prepare_target(logits, target)
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(f"logits have {logits.shape[1]} channels, expected num_classes={self.num_classes}")
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        probs = torch.softmax(logits.to(dtype), dim=1)
+        valid = None
+        if self.ignore_index is not None:
+            valid = target != self.ignore_index
+            target = torch.where(valid, target, torch.zeros_like(target))
+        # Range check on the CPU only: on accelerators it would force a host sync each step.
+        if target.device.type == "cpu" and target.numel() and (
+            int(target.min()) < 0 or int(target.max()) >= self.num_classes
+        ):
+            raise ValueError(
+                f"target values must lie in [0, {self.num_classes}), "
+                f"got [{int(target.min())}, {int(target.max())}]"
+            )
+        # one-hot (B, *spatial, C) -> (B, C, *spatial)
+        onehot = F.one_hot(target, self.num_classes).movedim(-1, 1).to(dtype)
+        if valid is not None:
+            mask = valid.unsqueeze(1).to(dtype)
+            probs = probs * mask
+            onehot = onehot * mask
+        reduce_dims = [0] + list(range(2, logits.dim()))
+        intersect = (probs * onehot).sum(dim=reduce_dims)
+        p_sum = (probs * probs).sum(dim=reduce_dims)
+        t_sum = (onehot * onehot).sum(dim=reduce_dims)
+        return 1.0 - (2.0 * intersect + self.smooth) / (p_sum + t_sum + self.smooth)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        losses = self.per_class(logits, target)
+        if not self.include_background:
+            losses = losses[1:]
+        return losses.mean()
+
+
+class CEDiceLoss(nn.Module):
+    """``ce_weight · CrossEntropy + dice_weight · SoftDiceLoss`` (released CSWin-UNet: 0.4 / 0.6).
+
+    Args:
+        num_classes: C, including background.
+        ce_weight: weight α of the (unweighted, mean-reduced) cross-entropy.
+        dice_weight: weight β of :class:`SoftDiceLoss`.
+        ignore_index: optional target value ignored by both terms.
+        smooth, include_background: passed to :class:`SoftDiceLoss`.
+
+    A term whose weight is 0 is not computed at all (and absent from the parts).
+
+    API:
+        * ``forward(logits, target) -> Tensor``: the weighted total (scalar), so
+          the module drops in wherever a loss is expected;
+        * ``forward_with_parts(logits, target) -> (total, parts)``: the same total
+          and a dict of the **unweighted** terms that were computed, keys
+          ``"ce"`` and/or ``"dice"`` (tensors attached to the graph; detach them
+          to log).
+
+    Shapes: logits ``(B, C, *spatial)``, target ``(B, *spatial)`` integer class indices.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ce_weight: float = 0.4,
+        dice_weight: float = 0.6,
+        ignore_index: int | None = None,
+        smooth: float = 1e-5,
+        include_background: bool = True,
+    ) -> None:
+        super().__init__()
+        if ce_weight < 0 or dice_weight < 0:
+            raise ValueError(f"loss weights must be non-negative, got ce={ce_weight}, dice={dice_weight}")
+        if ce_weight == 0 and dice_weight == 0:
+            raise ValueError("at least one of ce_weight and dice_weight must be positive")
+        self.num_classes = int(num_classes)
+        self.ce_weight = float(ce_weight)
+        self.dice_weight = float(dice_weight)
+        self.ignore_index = ignore_index
+        self.dice = SoftDiceLoss(
+            num_classes, smooth=smooth, include_background=include_background, ignore_index=ignore_index
+        )
+
+    def forward_with_parts(self, logits: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        target = _prepare_target(logits, target)
+        parts: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        if self.ce_weight > 0:
+            ignore = -100 if self.ignore_index is None else self.ignore_index
+            parts["ce"] = F.cross_entropy(logits, target, ignore_index=ignore)
+            total = self.ce_weight * parts["ce"]
+        if self.dice_weight > 0:
+            parts["dice"] = self.dice(logits, target)
+            term = self.dice_weight * parts["dice"]
+            total = term if total is None else total + term
+        assert total is not None
+        return total, parts
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.forward_with_parts(logits, target)[0]
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, ce_weight={self.ce_weight}, dice_weight={self.dice_weight}"

@@ -1,0 +1,26 @@
+"""Train, validate or test any recipe.
+
+    python reproduce/train.py fit  --config reproduce/configs/cswin_unet/synapse.yaml
+    python reproduce/train.py test --config reproduce/configs/cswin_unet/synapse.yaml --ckpt_path runs/.../last.ckpt
+    python reproduce/train.py fit  --config reproduce/configs/cswin_unet/synapse.yaml \
+                                   --config reproduce/configs/cswin_unet/smoke.yaml     # seconds, synthetic data
+
+Every option can be overridden on the command line, e.g.
+``--model.init_args.net.init_args.upsampler bilinear`` or ``--data.init_args.data_dir /data/Synapse``.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lightning_modules.cli import ReproCLI  # noqa: E402
+
+
+def main() -> None:
+    ReproCLI()
+
+
+if __name__ == "__main__":
+    main()
