@@ -1,0 +1,70 @@
+"""Every recipe instantiates, and every variant of every ablation table builds."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import pytest
+
+import ablations
+from ablations.framework.runner import config_files, run_overrides
+from ablations.framework.table import AblationTable
+from tests.training.helpers import CONFIGS, make_cli
+
+PAPER_RECIPES = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "_base_"
+                       and p.stem not in ("smoke", "quick"))
+
+
+def _tables() -> list[AblationTable]:
+    tables = []
+    for info in pkgutil.walk_packages(ablations.__path__, "ablations."):
+        if info.name.startswith("ablations.framework"):
+            continue
+        module = importlib.import_module(info.name)
+        if isinstance(getattr(module, "TABLE", None), AblationTable):
+            tables.append(module.TABLE)
+    return tables
+
+
+TABLES = _tables()
+VARIANTS = [(t, v) for t in TABLES for v in t.variants]
+
+
+def test_tables_are_discovered():
+    assert {t.key for t in TABLES} >= {"table5_upsampling", "table6_skip_connections", "table7_block_depths",
+                                       "table8_loss_weights"}
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES, ids=[f"{p.parent.name}/{p.name}" for p in PAPER_RECIPES])
+@pytest.mark.parametrize("layer", [None, "smoke", "quick"])
+def test_recipe_instantiates(recipe, layer, tmp_path):
+    files = [recipe] + ([recipe.parent / f"{layer}.yaml"] if layer else [])
+    if layer is None:  # the full recipe needs the real data and weights only when it runs
+        files.append(CONFIGS / "_base_" / "synthetic_synapse.yaml")
+    cli = make_cli(tmp_path, files, **({"model.init_args.net.init_args.pretrained": None} if layer is None else {}))
+    assert cli.model is not None and cli.datamodule is not None and cli.trainer is not None
+
+
+def test_full_recipe_is_the_released_configuration(tmp_path):
+    cli = make_cli(tmp_path, [CONFIGS / "cswin_unet" / "synapse.yaml"],
+                   **{"model.init_args.net.init_args.pretrained": None})
+    config = cli.config
+    net = config.model.init_args.net.init_args
+    assert sum(p.numel() for p in cli.model.net.parameters()) == 23_568_492
+    assert (net.embed_dim, list(net.depths), net.drop_path_rate) == (64, [1, 2, 9, 1], 0.2)
+    assert config.trainer.max_epochs == 150 and config.data.init_args.batch_size == 24
+    opt = config.model.init_args.optimizer.init_args
+    assert (opt.lr, opt.momentum, opt.weight_decay) == (0.05, 0.9, 1e-4)
+    assert list(config.model.init_args.loss_weights) == [0.4, 0.6] and config.seed_everything == 1234
+
+
+@pytest.mark.parametrize("table,variant", VARIANTS, ids=[f"table{t.number}-{v.name}" for t, v in VARIANTS])
+def test_table_variant_builds(table, variant, tmp_path):
+    overrides = run_overrides(table, variant, 1234, tmp_path / "run", None, True, "test")
+    overrides.pop("trainer.logger")  # CSV only in tests
+    cli = make_cli(tmp_path, config_files(table, quick=True, data_dir=None), **overrides)
+    net = cli.model.net
+    for key, value in variant.overrides.items():
+        assert cli.config[key] == (tuple(value) if isinstance(value, list) and not isinstance(cli.config[key], list)
+                                   else value)
+    assert net is not None
