@@ -1,0 +1,227 @@
+"""Parameter and MAC counters against hand-computed values, and the benchmark report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_modules.complexity import (
+    count_parameters,
+    macs_all,
+    macs_all_by_op,
+    macs_conv_linear,
+    macs_conv_linear_by_module,
+)
+from models import create_model
+from reproduce import benchmark
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+# --------------------------------------------------------------------------------------------
+# Conv + Linear hooks: analytic formulas, by hand
+# --------------------------------------------------------------------------------------------
+def test_conv2d_macs():
+    conv = nn.Conv2d(3, 8, kernel_size=3, stride=2, padding=1)  # 16×16 → 8×8
+    x = torch.randn(2, 3, 16, 16)
+    assert macs_conv_linear(conv, x) == 2 * 8 * 8 * 8 * (3 * 3 * 3)
+
+
+def test_grouped_and_depthwise_conv_macs():
+    grouped = nn.Conv2d(8, 12, kernel_size=3, padding=1, groups=4, bias=False)
+    assert macs_conv_linear(grouped, torch.randn(1, 8, 5, 7)) == 12 * 5 * 7 * (8 // 4) * 9
+    depthwise = nn.Conv2d(6, 6, kernel_size=3, padding=1, groups=6)
+    assert macs_conv_linear(depthwise, torch.randn(1, 6, 4, 4)) == 6 * 4 * 4 * 1 * 9
+
+
+def test_transposed_conv_macs_count_each_input_element_once_per_weight():
+    deconv = nn.ConvTranspose2d(6, 4, kernel_size=2, stride=2)  # 5×5 → 10×10
+    x = torch.randn(1, 6, 5, 5)
+    expected = 6 * 5 * 5 * 4 * 2 * 2  # every input element meets C_out·k² weights
+    assert macs_conv_linear(deconv, x) == expected
+    assert macs_all(deconv, x) == expected  # the same convention as FlopCounterMode
+    grouped = nn.ConvTranspose2d(4, 6, kernel_size=3, stride=2, padding=1, output_padding=1, groups=2)
+    assert macs_conv_linear(grouped, torch.randn(1, 4, 3, 3)) == 4 * 3 * 3 * (6 // 2) * 9
+
+
+def test_linear_on_tokens_macs():
+    linear = nn.Linear(32, 48)
+    tokens = torch.randn(2, 49, 32)  # (B, N, C)
+    assert macs_conv_linear(linear, tokens) == 2 * 49 * 32 * 48
+    assert macs_all(linear, tokens) == 2 * 49 * 32 * 48
+
+
+def test_conv3d_and_conv1d_macs():
+    conv3d = nn.Conv3d(2, 4, kernel_size=3, padding=1)
+    assert macs_conv_linear(conv3d, torch.randn(1, 2, 4, 6, 6)) == 4 * 4 * 6 * 6 * 2 * 27
+    conv1d = nn.Conv1d(3, 5, kernel_size=5)  # 20 → 16
+    assert macs_conv_linear(conv1d, torch.randn(2, 3, 20)) == 2 * 5 * 16 * 3 * 5
+
+
+def test_multihead_attention_counts_its_four_projections():
+    mha = nn.MultiheadAttention(16, 4, batch_first=True, kdim=8, vdim=12)
+    q, k, v = torch.randn(2, 5, 16), torch.randn(2, 7, 8), torch.randn(2, 7, 12)
+
+    class Wrap(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = mha
+
+        def forward(self, q, k, v):
+            return self.mha(q, k, v, need_weights=False)[0]
+
+    expected = 2 * 5 * 16 * 16 + 2 * 7 * 8 * 16 + 2 * 7 * 12 * 16 + 2 * 5 * 16 * 16
+    assert macs_conv_linear(Wrap(), q, k, v) == expected
+
+
+def test_repeated_calls_accumulate_and_functional_calls_are_not_counted():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4, bias=False)
+
+        def forward(self, x):
+            return F.linear(self.fc(self.fc(x)), self.fc.weight)
+
+    net = Net()
+    assert macs_conv_linear_by_module(net, torch.randn(3, 4)) == {"fc": 2 * 3 * 4 * 4}
+    assert macs_all(net, torch.randn(3, 4)) == 3 * 3 * 4 * 4
+
+
+def test_counting_restores_the_training_flag():
+    net = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5)).train()
+    macs_conv_linear(net, torch.randn(1, 4))
+    macs_all(net, torch.randn(1, 4))
+    assert net.training
+
+
+# --------------------------------------------------------------------------------------------
+# FlopCounterMode convention
+# --------------------------------------------------------------------------------------------
+def test_macs_all_of_a_pure_linear_model():
+    net = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
+    assert macs_all(net, torch.randn(3, 10)) == 3 * (10 * 20 + 20 * 5)
+    assert macs_all(net, torch.randn(3, 10)) == macs_conv_linear(net, torch.randn(3, 10))
+
+
+def test_cpu_fused_attention_is_counted():
+    """torch's FlopCounterMode has no formula for the CPU SDPA kernel; ours adds the standard one."""
+
+    class Attn(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    b, h, l_q, s, e, e_v = 2, 3, 10, 7, 8, 5
+    q, k, v = torch.randn(b, h, l_q, e), torch.randn(b, h, s, e), torch.randn(b, h, s, e_v)
+    by_op = macs_all_by_op(Attn(), q, k, v)
+    assert sum(by_op.values()) == b * h * l_q * s * (e + e_v)
+
+    class Explicit(nn.Module):  # the same product written with matmuls
+        def forward(self, q, k, v):
+            return (q @ k.transpose(-2, -1)).softmax(-1) @ v
+
+    assert macs_all(Explicit(), q, k, v) == b * h * l_q * s * (e + e_v)
+
+
+def test_count_parameters_total_and_trainable():
+    net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2, bias=False))
+    net[0].weight.requires_grad_(False)
+    assert count_parameters(net) == (4 * 3 + 3 + 3 * 2, 3 + 3 * 2)
+    tied = nn.Sequential(net[1], net[1])  # a shared parameter counts once
+    assert count_parameters(tied).total == 6
+
+
+# --------------------------------------------------------------------------------------------
+# The paper model against the official counts (shared/papers/cswin_unet.md §2.7, Addendum 6)
+# --------------------------------------------------------------------------------------------
+def test_cswin_unet_macs_equal_the_official_counts():
+    model = create_model("cswin_unet")
+    x = torch.randn(1, 3, 224, 224)
+    assert count_parameters(model).total == 23_568_492
+    assert macs_conv_linear(model, x) == 4_707_035_648
+    by_op = macs_all_by_op(model, x)
+    # Conv+Linear (4,707,035,648) + CARAFE reassembly bmm (35,223,552) + stripe attention (271,853,568)
+    assert by_op["aten.bmm"] == 35_223_552
+    assert by_op["aten._scaled_dot_product_flash_attention_for_cpu"] == 271_853_568
+    assert sum(by_op.values()) == 5_014_112_768
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+def _sample_document() -> dict:
+    timing = {"median_ms": 100.0, "min_ms": 95.0, "img_per_s": 10.0, "times_ms": [100.0], "peak_mem_mib": 48.0}
+    record = {
+        "model": "cswin_unet",
+        "paper": "cswin_unet",
+        "task": "segmentation",
+        "input_size": [3, 224, 224],
+        "batch_size": 1,
+        "params_total": 23_568_492,
+        "params_trainable": 23_568_492,
+        "weights_mib": 89.9,
+        "macs_conv_linear": 4_707_035_648,
+        "macs_all": 5_014_112_768,
+        "macs_all_by_op": {"aten.addmm": 4_084_727_808, "aten.convolution": 929_384_960},
+        "reference": benchmark.REFERENCES["cswin_unet"],
+        "reference_match": {"params_total": True, "macs_conv_linear": True, "macs_all": True},
+        "cpu": {"precision": "32-true", "threads": 2, "fwd": timing, "fwd_bwd": dict(timing, img_per_s=2.5)},
+        "cuda": None,
+    }
+    failed = {"model": "broken_net", "input_size": [1, 32, 32, 32], "error": "Traceback ...\nRuntimeError: boom | bad"}
+    return {
+        "schema_version": 1,
+        "environment": benchmark.environment("python reproduce/benchmark.py"),
+        "settings": {"batch_size": 1, "warmup": 3, "iters": 20, "cuda_warmup": 10, "cuda_iters": 50,
+                     "cuda": False, "elapsed_s": 1.0},
+        "mac_conventions": {"macs_conv_linear": "hooks", "macs_all": "flop counter"},
+        "models": [record, failed],
+    }
+
+
+def test_markdown_renders_from_a_sample_document():
+    md = benchmark.render_markdown(_sample_document())
+    assert "only meaningful as ratios" in md
+    row = next(line for line in md.splitlines() if line.startswith("| cswin_unet |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[:9] == ["cswin_unet", "3×224×224", "23.57", "4.71", "5.01", "23.57", "4.71", "4.72", "5.01"]
+    assert cells[9:12] == ["10.00", "2.50", "48.0 / 48.0"]
+    assert cells[12:] == ["—", "—", "—"]  # no CUDA
+    assert "| cswin_unet | MACs, Conv + Linear only | 4,707,035,648 | 4,707,035,648 | exact |" in md
+    assert benchmark.REFERENCES["cswin_unet"]["source"] in md
+    failed_row = next(line for line in md.splitlines() if line.startswith("| broken_net |"))
+    assert "boom \\| bad" in failed_row and failed_row.count(" | ") == 14  # 15 columns, pipe escaped
+    assert benchmark.render_markdown(_sample_document()) == md
+
+
+def test_main_on_the_test_model_writes_both_files(tmp_path):
+    rc = benchmark.main(
+        ["--models", "cswin_unet_test", "--include-test", "--warmup", "1", "--iters", "1", "--no-cuda",
+         "--out-dir", str(tmp_path)]
+    )
+    assert rc == 0
+    data = json.loads((tmp_path / "benchmarks.json").read_text())
+    (record,) = data["models"]
+    assert record["model"] == "cswin_unet_test" and "error" not in record
+    assert record["macs_all"] >= record["macs_conv_linear"] > 0
+    assert record["cpu"]["fwd"]["img_per_s"] > 0 and record["cpu"]["fwd_bwd"]["img_per_s"] > 0
+    assert record["cpu"]["fwd_bwd"]["peak_mem_mib"] > record["cpu"]["fwd"]["peak_mem_mib"] > 0
+    assert record["cuda"] is None
+    assert data["environment"]["torch"] == torch.__version__
+    assert "--include-test" in data["environment"]["command"]
+    assert (tmp_path / "benchmarks.md").read_text() == benchmark.render_markdown(data)
+
+
+def test_main_rejects_a_pattern_without_models(tmp_path):
+    with pytest.raises(SystemExit, match="include-test"):
+        benchmark.main(["--models", "cswin_unet_test", "--out-dir", str(tmp_path)])
+
+
+@pytest.mark.skipif(not (RESULTS / "benchmarks.json").exists(), reason="results/benchmarks.json not generated yet")
+def test_checked_in_markdown_is_rendered_from_the_checked_in_json():
+    data = json.loads((RESULTS / "benchmarks.json").read_text())
+    assert (RESULTS / "benchmarks.md").read_text() == benchmark.render_markdown(data)
