@@ -327,7 +327,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 
 def git_commit(repo_dir: str | Path | None = None) -> str:
-    """Short hash of ``HEAD`` of the repository (this one by default), or ``"unknown"``."""
+    """Short hash of ``HEAD`` (this repository by default), ``-dirty`` if tracked code changed; or ``"unknown"``."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -340,7 +340,12 @@ def git_commit(repo_dir: str | Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     commit = out.stdout.strip()
-    return commit or "unknown"
+    if not commit:
+        return "unknown"
+    # Uncommitted changes to tracked code (results/ aside) make the hash an incomplete record.
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                            cwd=str(repo_dir or _REPO_ROOT), capture_output=True, text=True, timeout=10)
+    return commit + ("-dirty" if status.returncode == 0 and status.stdout.strip() else "")
 
 
 def utc_now() -> str:

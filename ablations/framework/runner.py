@@ -24,6 +24,7 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,8 @@ def main(table: AblationTable, argv: list[str] | None = None) -> Path | None:
     """Run the table from the command line; returns the results JSON path (None for --dry-run)."""
     from lightning_modules.cli import configure_wandb_defaults
 
+    # Each run folder holds its overrides.yaml before the CSV logger starts writing there.
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     args = parse_args(table, argv)
     configure_wandb_defaults()
     quick = args.quick or not (args.full or args.data_dir)
