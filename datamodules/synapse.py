@@ -63,7 +63,6 @@ item is loaded. Nothing is silently skipped.
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 from collections.abc import Iterator, Sequence

@@ -95,7 +95,7 @@ class SegmentationOverlays(L.Callback):
         fig = overlay_figure([s["image"][0].numpy() for s in samples], labels, list(preds),
                              self._class_names(trainer, pl_module.num_classes),
                              titles=[f"{s.get('case', '')} slice {int(s.get('slice', i))}" for i, s in
-                                     zip(self._val_indices, samples)])
+                                     zip(self._val_indices, samples, strict=True)])
         epoch = trainer.current_epoch
         log_figure(trainer, fig, "val/overlays", run_dir(trainer) / "overlays" / f"val_epoch{epoch:03d}.png",
                    f"epoch {epoch}")

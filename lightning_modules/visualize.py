@@ -39,7 +39,8 @@ def overlay_figure(
     cmap = ListedColormap(colors)
     fig, axes = plt.subplots(rows, 3, figsize=(9, 3 * rows + 0.6), squeeze=False)
     for r in range(rows):
-        for c, (name, mask) in enumerate((("image", None), ("ground truth", labels[r]), ("prediction", predictions[r]))):
+        panels = (("image", None), ("ground truth", labels[r]), ("prediction", predictions[r]))
+        for c, (name, mask) in enumerate(panels):
             ax = axes[r, c]
             ax.imshow(images[r], cmap="gray")
             if mask is not None:

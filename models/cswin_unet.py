@@ -189,7 +189,7 @@ class CSWinUNet(nn.Module):
     def skip_scales(self) -> list[str]:
         """Scales whose skip connection is kept, e.g. ``['1/16', '1/8', '1/4']``."""
         scales = ["1/16", "1/8", "1/4"]
-        return [scale for scale, level in zip(scales, self.decoder) if level.skip_fusion is not None]
+        return [scale for scale, level in zip(scales, self.decoder, strict=True) if level.skip_fusion is not None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1 and self.in_chans != 1:
@@ -204,7 +204,7 @@ class CSWinUNet(nn.Module):
                 skips.append(x)
                 x = self.downsample[s](x)
         x = self.bottleneck(self.encoder_norm(x))
-        for level, skip in zip(self.decoder, reversed(skips)):
+        for level, skip in zip(self.decoder, reversed(skips), strict=True):
             x = level(x, skip)
         x = self.final_upsample(self.decoder_norm(x))
         return self.head(x.permute(0, 3, 1, 2))

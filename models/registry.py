@@ -12,8 +12,8 @@ evaluates it at, so generic code (benchmarks, shape tests) can build an input::
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from torch import nn
 

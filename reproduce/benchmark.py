@@ -360,7 +360,7 @@ def environment(command: str) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     status = _git("status", "--porcelain")
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command,
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),

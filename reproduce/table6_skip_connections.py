@@ -1,7 +1,7 @@
 """CSWin-UNet Table 6 skip_connections — see ablations/cswin_unet/table6_skip_connections.py.
 
-    python reproduce/table6_skip_connections.py                               # quick run on synthetic Synapse-format data
-    python reproduce/table6_skip_connections.py --data-dir /data/Synapse      # the paper recipe on the real release
+    python reproduce/table6_skip_connections.py                           # quick run, synthetic data
+    python reproduce/table6_skip_connections.py --data-dir /data/Synapse  # the paper recipe, real data
     python reproduce/table6_skip_connections.py --help
 """
 from __future__ import annotations

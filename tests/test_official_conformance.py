@@ -30,7 +30,8 @@ def test_official_case(case_dir):
     if component not in components():
         pytest.skip(f"not covered yet: {component}")
     for name, ours, expected, tolerance in run_case(case_dir):
-        torch.testing.assert_close(ours, expected, **tolerance, msg=lambda m: f"{case_dir.name}/{name}: {m}")
+        where = f"{case_dir.name}/{name}"
+        torch.testing.assert_close(ours, expected, **tolerance, msg=lambda m, where=where: f"{where}: {m}")
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=[_case_id(m) for m in MANIFESTS])

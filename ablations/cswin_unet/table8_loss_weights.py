@@ -10,7 +10,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ablations.cswin_unet.common import (  # noqa: E402
-    PAPER_SOURCE, QUICK_RECIPE, RECIPE, SEGMENTATION_METRICS, UNKNOWN,
+    PAPER_SOURCE,
+    QUICK_RECIPE,
+    RECIPE,
+    SEGMENTATION_METRICS,
+    UNKNOWN,
 )
 from ablations.framework.table import AblationTable, Variant  # noqa: E402
 

@@ -125,7 +125,8 @@ def run_one(table: AblationTable, variant: Variant, seed: int, *, quick: bool, d
     overrides_file.write_text(yaml.safe_dump(nest(overrides), sort_keys=False))
     files = config_files(table, quick, data_dir)
     cli = build_cli(files, overrides_file)
-    command = "python reproduce/train.py fit " + " ".join(f"--config {f.relative_to(REPO_ROOT) if f.is_relative_to(REPO_ROOT) else f}" for f in [*files, overrides_file])
+    shown = [f.relative_to(REPO_ROOT) if f.is_relative_to(REPO_ROOT) else f for f in [*files, overrides_file]]
+    command = "python reproduce/train.py fit " + " ".join(f"--config {f}" for f in shown)
     if dry_run:
         return {"seed": seed, "metrics": {}, "run_dir": str(run_dir), "wandb_run": None, "command": command}
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
@@ -154,14 +155,17 @@ def _finish_wandb(trainer) -> str | None:
     return None
 
 
-def log_table_to_wandb(table: AblationTable, results: dict, png: Path, wandb_project: str, runs_root: Path) -> str | None:
+def log_table_to_wandb(
+    table: AblationTable, results: dict, png: Path, wandb_project: str, runs_root: Path
+) -> str | None:
     """One summary run per table: the ``wandb.Table`` and the bar chart with error bars."""
     import wandb
 
     from ablations.framework.results import wandb_table
 
+    tags = [table.paper, table.dataset, f"table{table.number}", results["data_kind"]]
     run = wandb.init(project=wandb_project, group=table.group, job_type="table", name=f"{table.key}-summary",
-                     dir=str(runs_root), tags=[table.paper, table.dataset, f"table{table.number}", results["data_kind"]],
+                     dir=str(runs_root), tags=tags,
                      config={"quick": results["quick"], "seeds": results["seeds"], "recipe": results["recipe"]},
                      reinit="finish_previous")
     run.log({f"{table.key}/table": wandb_table(results), f"{table.key}/chart": wandb.Image(str(png))})

@@ -296,11 +296,11 @@ def test_num_workers_do_not_change_the_batches(make_dm, synthetic_root):
         dms.append(dm)
     a, b = _epoch_batches(dms[0], 1), _epoch_batches(dms[1], 1)
     assert len(a) == len(b) == 3
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert torch.equal(x["image"], y["image"]) and torch.equal(x["label"], y["label"])
     # and a different epoch is really different
     c = _epoch_batches(dms[0], 2)
-    assert not all(torch.equal(x["image"], y["image"]) for x, y in zip(a, c))
+    assert not all(torch.equal(x["image"], y["image"]) for x, y in zip(a, c, strict=True))
 
 
 @pytest.mark.parametrize("workers", [0, 2])

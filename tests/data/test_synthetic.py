@@ -89,7 +89,7 @@ def test_default_set_is_fast_and_has_the_expected_content(tmp_path):
     assert len(list((root / "train_npz").iterdir())) == 4 * 16
     assert (root / "lists_Synapse" / "test_vol.txt").read_text().split() == ["case0008", "case0022"]
 
-    images, labels = zip(*(_train_volume(root, f"case{n:04d}") for n in (5, 6, 7, 9)))
+    images, labels = zip(*(_train_volume(root, f"case{n:04d}") for n in (5, 6, 7, 9)), strict=True)
     image, label = np.concatenate(images), np.concatenate(labels)
     assert image.shape == (64, 128, 128)
     fractions = np.bincount(label.ravel(), minlength=9) / label.size

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.layers import CARAFE, CSWinBlock, CrossShapedWindowAttention, DropPath, build_upsampler, drop_path_schedule
+from models.layers import CARAFE, CrossShapedWindowAttention, CSWinBlock, DropPath, build_upsampler, drop_path_schedule
 
 
 def carafe_reference(module: CARAFE, x: torch.Tensor) -> torch.Tensor:
