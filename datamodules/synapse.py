@@ -40,7 +40,7 @@ Determinism (see also :mod:`datamodules.transforms`):
   the order of an epoch is a pure function of ``(seed, e)``.
 * The epoch comes from ``set_epoch``, which Lightning calls on the sampler before
   every training epoch; when a trainer is attached, ``train_dataloader()`` also
-  starts the sampler at ``trainer.current_epoch``, because Lightning creates the
+  starts the sampler at the epoch the fit loop is about to run, because Lightning creates the
   first iterator (and, with workers, prefetches its first batches) *before* it
   calls ``set_epoch``; without this, a run resumed at epoch ``e`` would replay
   epoch 0's order for those prefetched batches.

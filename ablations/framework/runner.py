@@ -113,6 +113,14 @@ def complexity_metrics(net: torch.nn.Module, img_size: int) -> dict[str, float]:
     return {"params_m": params / 1e6, "gmacs": macs_conv_linear(net, x) / 1e9}
 
 
+def display_path(path: str | Path | None) -> str | None:
+    """``path`` relative to the repository root when inside it (results stay machine-independent)."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+
+
 def run_one(table: AblationTable, variant: Variant, seed: int, *, quick: bool, data_dir: str | None,
             runs_root: Path, wandb_project: str, dry_run: bool = False) -> dict[str, Any]:
     """Train + test one variant with one seed; returns the run record of the results JSON."""
@@ -125,10 +133,10 @@ def run_one(table: AblationTable, variant: Variant, seed: int, *, quick: bool, d
     overrides_file.write_text(yaml.safe_dump(nest(overrides), sort_keys=False))
     files = config_files(table, quick, data_dir)
     cli = build_cli(files, overrides_file)
-    shown = [f.relative_to(REPO_ROOT) if f.is_relative_to(REPO_ROOT) else f for f in [*files, overrides_file]]
-    command = "python reproduce/train.py fit " + " ".join(f"--config {f}" for f in shown)
+    shown = " ".join(f"--config {display_path(f)}" for f in [*files, overrides_file])
+    command = f"python reproduce/train.py fit {shown}"
     if dry_run:
-        return {"seed": seed, "metrics": {}, "run_dir": str(run_dir), "wandb_run": None, "command": command}
+        return {"seed": seed, "metrics": {}, "run_dir": display_path(run_dir), "wandb_run": None, "command": command}
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
@@ -139,7 +147,8 @@ def run_one(table: AblationTable, variant: Variant, seed: int, *, quick: bool, d
     metrics.update(complexity_metrics(model.net, datamodule.img_size))
     metrics["train_test_seconds"] = time.perf_counter() - started
     wandb_run = _finish_wandb(trainer)
-    return {"seed": seed, "metrics": metrics, "run_dir": str(run_dir), "wandb_run": wandb_run, "command": command}
+    return {"seed": seed, "metrics": metrics, "run_dir": display_path(run_dir), "wandb_run": display_path(wandb_run),
+            "command": command}
 
 
 def _finish_wandb(trainer) -> str | None:

@@ -68,3 +68,11 @@ def test_table_variant_builds(table, variant, tmp_path):
         assert cli.config[key] == (tuple(value) if isinstance(value, list) and not isinstance(cli.config[key], list)
                                    else value)
     assert net is not None
+
+
+def test_results_record_paths_relative_to_the_repository(tmp_path):
+    from ablations.framework.runner import REPO_ROOT, display_path
+
+    assert display_path(REPO_ROOT / "runs" / "t" / "v-s1") == "runs/t/v-s1"
+    assert display_path(tmp_path) == str(tmp_path.resolve())  # outside the repository: absolute
+    assert display_path(None) is None
