@@ -196,6 +196,9 @@ class CSWinUNet(nn.Module):
             x = x.repeat(1, self.in_chans, 1, 1)
         elif x.shape[1] != self.in_chans:
             raise ValueError(f"expected 1 or {self.in_chans} input channels, got {x.shape[1]}")
+        if x.shape[-2] % 32 or x.shape[-1] % 32:
+            raise ValueError(f"CSWin-UNet needs H and W divisible by 32 (four 2× levels after the 4× stem), "
+                             f"got {tuple(x.shape[-2:])}")
         x = self.stem(x)
         skips = []
         for s, stage in enumerate(self.encoder):

@@ -13,31 +13,15 @@ For each model, built with its registry defaults, at the registry input size:
   ``macs_conv_linear`` (Conv/Linear module hooks, the thop-style number that papers
   label "FLOPs") and ``macs_all`` (``FlopCounterMode`` / 2, every matrix product);
   definitions in :mod:`lightning_modules.complexity`.
-* **CPU throughput** (float32, ``--batch-size`` images per step): forward in eval
-  mode under ``torch.no_grad()``, and forward + backward in train mode with loss
-  ``output.float().mean()`` (summed over outputs when the model returns a tuple,
-  list or dict). ``--warmup`` untimed steps, then ``--iters`` timed steps; the
-  median step time gives images/s = batch / median.
-* **CPU peak memory**: one extra, untimed step of each kind runs under
-  ``torch.profiler.profile(profile_memory=True)``. The profiler records every
-  allocation and free made through PyTorch's CPU allocator (tensor storage) with
-  its size and time; the running sum of these sizes in time order is the tensor
-  memory allocated by the step on top of what existed before it (weights, input,
-  and nothing else: gradients are reset to ``None`` first), and its maximum is
-  reported. This is the CPU analogue of ``torch.cuda.max_memory_allocated()``
-  minus the memory allocated before the step. It does not include memory that
-  bypasses the tensor allocator (oneDNN/BLAS scratch buffers, the allocator's
-  own overhead, Python objects), so it is a lower bound on the process RSS
-  growth, but it is deterministic and does not depend on what the process did
-  before.
+* **CPU throughput and peak memory** (float32, ``--batch-size`` images per step):
+  forward in eval mode under ``torch.no_grad()``, and forward + backward in train
+  mode with loss ``output.float().mean()``; ``--warmup`` untimed steps, then
+  ``--iters`` timed ones. Peak memory is the tensor memory a step allocates
+  (measured with the profiler, a lower bound on RSS growth); details in
+  :mod:`lightning_modules.profiling`.
 * **CUDA** (only when ``torch.cuda.is_available()`` and not ``--no-cuda``): the
-  same two steps under ``torch.autocast("cuda", dtype=torch.bfloat16)``
-  ("bf16-mixed"; weights stay float32, backward outside autocast), timed with
-  ``torch.cuda.synchronize()`` around each step (wall time including launch
-  overhead) with ``--cuda-warmup`` / ``--cuda-iters`` steps and
-  ``cudnn.benchmark = True``; peak memory = ``torch.cuda.max_memory_allocated()``
-  after ``reset_peak_memory_stats()``, minus ``memory_allocated()`` before the
-  step (the absolute peak is stored as well).
+  same steps in bf16-mixed with ``--cuda-warmup`` / ``--cuda-iters`` steps; peak
+  memory from ``torch.cuda.max_memory_allocated()`` above the memory before the step.
 
 Reference numbers (:data:`REFERENCES`) are printed beside ours with their source;
 ours are always computed. The Markdown is rendered from the JSON by
@@ -56,13 +40,11 @@ import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
 import shlex  # noqa: E402
-import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-from collections.abc import Callable, Iterator, Mapping  # noqa: E402
-from contextlib import nullcontext  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -71,7 +53,6 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from lightning_modules.complexity import (  # noqa: E402
@@ -80,6 +61,7 @@ from lightning_modules.complexity import (  # noqa: E402
     macs_all_by_op,
     macs_conv_linear,
 )
+from lightning_modules.profiling import MIB, benchmark_cpu, benchmark_cuda, state_bytes  # noqa: E402
 from models import create_model, list_models, model_info  # noqa: E402
 
 __all__ = ["REFERENCES", "REFERENCE_LABELS", "benchmark_model", "render_markdown", "environment", "main"]
@@ -114,158 +96,6 @@ CPU_TIMING_NOTE = (
     "as ratios between models of one run; absolute times are only meaningful from a GPU."
 )
 
-MIB = 2**20
-
-
-# ---------------------------------------------------------------------------------------------
-# Steps, timing and memory
-# ---------------------------------------------------------------------------------------------
-def _iter_tensors(obj: Any) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, Mapping):
-        for value in obj.values():
-            yield from _iter_tensors(value)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            yield from _iter_tensors(value)
-
-
-def output_loss(output: Any) -> torch.Tensor:
-    """``output.float().mean()``, summed over every floating-point tensor of a tuple/list/dict output."""
-    tensors = [t for t in _iter_tensors(output) if t.is_floating_point()]
-    if not tensors:
-        raise TypeError(f"model output has no floating-point tensor: {type(output).__name__}")
-    return sum(t.float().mean() for t in tensors)
-
-
-def make_steps(model: nn.Module, x: torch.Tensor, autocast: Any = None) -> dict[str, Callable[[], None]]:
-    """The two measured steps: ``fwd`` (eval, no_grad) and ``fwd_bwd`` (train, backward of :func:`output_loss`)."""
-
-    def ctx():
-        return autocast() if autocast is not None else nullcontext()
-
-    def fwd() -> None:
-        model.eval()
-        with torch.no_grad(), ctx():
-            model(x)
-
-    def fwd_bwd() -> None:
-        model.train()
-        model.zero_grad(set_to_none=True)
-        with ctx():
-            loss = output_loss(model(x))
-        loss.backward()
-
-    return {"fwd": fwd, "fwd_bwd": fwd_bwd}
-
-
-def time_step(step: Callable[[], None], warmup: int, iters: int, sync: Callable[[], None] | None = None) -> list[float]:
-    """Seconds per call of ``step`` for ``iters`` timed calls after ``warmup`` untimed ones."""
-    sync = sync or (lambda: None)
-    for _ in range(warmup):
-        step()
-    sync()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def cpu_peak_memory(step: Callable[[], None]) -> int | None:
-    """Peak bytes allocated by ``step`` through PyTorch's CPU allocator, above the state before it.
-
-    Runs ``step`` once under ``torch.profiler.profile(profile_memory=True)``, orders the
-    recorded allocation events (positive sizes) and frees (negative sizes) by time and
-    returns the maximum of their running sum (0 if the step never allocates more than it
-    frees). Returns ``None`` if this PyTorch build does not expose the allocation events.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    try:
-        roots = prof.profiler.kineto_results.experimental_event_tree()
-    except AttributeError:  # pragma: no cover - depends on the PyTorch build
-        return None
-    events: list[tuple[int, int]] = []
-    stack = list(roots)
-    while stack:
-        node = stack.pop()
-        fields = node.extra_fields
-        if type(fields).__name__ == "_ExtraFields_Allocation" and fields.device.type == "cpu":
-            events.append((node.start_time_ns, int(fields.alloc_size)))
-        stack.extend(node.children)
-    events.sort()
-    current = peak = 0
-    for _, size in events:
-        current += size
-        peak = max(peak, current)
-    return peak
-
-
-def _summary(times: list[float], batch: int) -> dict[str, Any]:
-    median = statistics.median(times)
-    return {
-        "median_ms": round(median * 1e3, 3),
-        "min_ms": round(min(times) * 1e3, 3),
-        "img_per_s": round(batch / median, 3),
-        "times_ms": [round(t * 1e3, 3) for t in times],
-    }
-
-
-def _state_bytes(model: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-
-
-def benchmark_cpu(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> dict[str, Any]:
-    steps = make_steps(model, x)
-    result: dict[str, Any] = {"precision": "32-true", "threads": torch.get_num_threads()}
-    for key, step in steps.items():
-        result[key] = _summary(time_step(step, warmup, iters), x.shape[0])
-    for key, step in steps.items():
-        model.zero_grad(set_to_none=True)  # so the step frees nothing that was allocated before profiling
-        peak = cpu_peak_memory(step)
-        result[key]["peak_mem_mib"] = None if peak is None else round(peak / MIB, 2)
-    model.zero_grad(set_to_none=True)
-    return result
-
-
-def benchmark_cuda(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> dict[str, Any]:
-    """bf16-mixed throughput and peak memory on the current CUDA device (model and x are moved there)."""
-    device = torch.device("cuda", torch.cuda.current_device())
-    model = model.to(device)
-    x = x.to(device)
-    previous_benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        steps = make_steps(model, x, autocast=lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-        result: dict[str, Any] = {
-            "precision": "bf16-mixed",
-            "device": torch.cuda.get_device_name(device),
-            "cudnn_benchmark": True,
-        }
-        for key, step in steps.items():
-            result[key] = _summary(time_step(step, warmup, iters, sync=torch.cuda.synchronize), x.shape[0])
-        for key, step in steps.items():
-            model.zero_grad(set_to_none=True)
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            step()
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated(device)
-            result[key]["peak_mem_mib"] = round((peak - before) / MIB, 2)
-            result[key]["peak_mem_abs_mib"] = round(peak / MIB, 2)
-        model.zero_grad(set_to_none=True)
-    finally:
-        torch.backends.cudnn.benchmark = previous_benchmark
-        model.to("cpu")
-        torch.cuda.empty_cache()
-    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +134,7 @@ def benchmark_model(
         "batch_size": batch_size,
         "params_total": params.total,
         "params_trainable": params.trainable,
-        "weights_mib": round(_state_bytes(model) / MIB, 2),
+        "weights_mib": round(state_bytes(model) / MIB, 2),
     }
     progress("MACs")
     one = torch.randn(1, *info.input_size)

@@ -66,6 +66,8 @@ def test_single_channel_input_is_repeated_like_the_release_wrapper():
         torch.testing.assert_close(model(s), model(s.repeat(1, 3, 1, 1)))
     with pytest.raises(ValueError, match="input channels"):
         model(torch.randn(1, 2, 64, 64))
+    with pytest.raises(ValueError, match="divisible by 32"):
+        model(torch.randn(1, 1, 64, 80 + 4))
 
 
 def test_invalid_configurations_raise_clear_errors():
