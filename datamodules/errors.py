@@ -7,14 +7,19 @@ full path, says what was expected and what was found, e.g.::
     in [0, 8] (9 classes); found values [9, 12]
 
 It subclasses :class:`ValueError` so generic ``except ValueError`` handlers (and
-LightningCLI's error reporting) still catch it.
+LightningCLI's error reporting) still catch it. Command-line entry points wrap
+their work in :func:`exit_on_dataset_error`, so users see that one message, not a
+traceback (``REPRO_TRACEBACK=1`` keeps the traceback).
 """
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["DatasetError", "describe_path"]
+__all__ = ["DatasetError", "describe_path", "exit_on_dataset_error"]
 
 
 class DatasetError(ValueError):
@@ -24,3 +29,24 @@ class DatasetError(ValueError):
 def describe_path(path: str | os.PathLike[str]) -> str:
     """Absolute form of ``path`` for error messages (not resolved through links)."""
     return str(Path(path).expanduser().absolute())
+
+
+@contextmanager
+def exit_on_dataset_error() -> Iterator[None]:
+    """Turn a :class:`DatasetError` into ``error: <message>`` on stderr and exit status 2."""
+    try:
+        yield
+    except DatasetError as error:
+        if os.environ.get("REPRO_TRACEBACK"):
+            raise
+        print(f"error: {_original_message(error)}\n(set REPRO_TRACEBACK=1 to see where it was raised)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _original_message(error: DatasetError) -> str:
+    """The message as raised, also when a DataLoader worker re-raised it with its traceback inside."""
+    message = str(error)
+    marker = f"{DatasetError.__name__}: "
+    if "Original Traceback" in message and marker in message:
+        return message.rsplit(marker, 1)[1].strip()
+    return message

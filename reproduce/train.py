@@ -15,11 +15,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from datamodules.errors import exit_on_dataset_error  # noqa: E402
 from lightning_modules.cli import ReproCLI  # noqa: E402
 
 
 def main() -> None:
-    ReproCLI()
+    """Bad data stops with one message naming the file (no traceback; ``REPRO_TRACEBACK=1`` shows it)."""
+    with exit_on_dataset_error():
+        ReproCLI()
 
 
 if __name__ == "__main__":

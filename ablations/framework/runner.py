@@ -214,7 +214,17 @@ def seeds_for(table: AblationTable, n: int) -> list[int]:
 
 
 def main(table: AblationTable, argv: list[str] | None = None) -> Path | None:
-    """Run the table from the command line; returns the results JSON path (None for --dry-run)."""
+    """Run the table from the command line; returns the results JSON path (None for --dry-run).
+
+    Bad data stops the table with one message naming the file (exit status 2).
+    """
+    from datamodules.errors import exit_on_dataset_error
+
+    with exit_on_dataset_error():
+        return _run_table(table, argv)
+
+
+def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
     from lightning_modules.cli import configure_wandb_defaults
 
     # Each run folder holds its overrides.yaml before the CSV logger starts writing there.
