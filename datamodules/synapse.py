@@ -64,19 +64,19 @@ item is loaded. Nothing is silently skipped.
 from __future__ import annotations
 
 import os
-import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import albumentations as A
-import h5py
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from .errors import DatasetError, describe_path
+from .files import check_listed_files, h5_volume_shape, load_h5_volume, load_npz_slice, read_list_file
+from .sampling import EpochShuffleSampler, loader_kwargs, seed_worker, start_epoch
 from .transforms import ResizeBackend, item_seed, reseed, resize_transform, synapse_train_transform
 
 __all__ = [
@@ -116,186 +116,7 @@ _LIST_HINT = (
     "The list files come from the TransUNet repository (lists/lists_Synapse: train.txt, test_vol.txt); "
     "copy them to <data root>/lists_Synapse/ or pass list_dir=<folder that contains them>"
 )
-
-
-# ----------------------------------------------------------------------------- file checks
-
-
-def read_list_file(path: Path, what: str) -> list[str]:
-    """Names listed in ``path``, one per line (blank lines ignored). ``what`` says what a line names."""
-    if not path.is_file():
-        reason = "is a folder, not a file" if path.exists() else "not found"
-        raise DatasetError(f"{describe_path(path)}: list file {reason}; expected a text file of {what}. {_LIST_HINT}.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(
-            f"{describe_path(path)}: could not read the list file ({type(err).__name__}: {err}); "
-            f"expected a UTF-8 text file of {what}"
-        ) from err
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise DatasetError(f"{describe_path(path)}: list file is empty; expected {what}, one per line")
-    return names
-
-
-def _check_listed_files(list_path: Path, folder: Path, names: Sequence[str], suffix: str) -> list[Path]:
-    """Paths ``folder/<name><suffix>``; DatasetError naming the first missing one."""
-    if not folder.is_dir():
-        found = "it is a file" if folder.exists() else "it does not exist"
-        try:
-            siblings = sorted(p.name for p in folder.parent.iterdir())[:12]
-        except OSError:
-            siblings = []
-        raise DatasetError(
-            f"{describe_path(folder)}: folder not found ({found}); expected the TransUNet release's "
-            f"'{folder.name}/' folder of *{suffix} files inside the data root {describe_path(folder.parent)}, "
-            f"which contains {siblings}"
-        )
-    paths = [folder / f"{name}{suffix}" for name in names]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        hint = ""
-        if any(n.endswith((".npz", ".h5")) for n in names):
-            hint = " (list entries must be names without extension)"
-        raise DatasetError(
-            f"{describe_path(missing[0])}: file listed in {describe_path(list_path)} does not exist; "
-            f"expected one file <name>{suffix} in {describe_path(folder)} per listed name{hint}; "
-            f"{len(missing)} of {len(paths)} listed files are missing"
-            + (f", e.g. {[p.name for p in missing[1:4]]}" if len(missing) > 1 else "")
-        )
-    return paths
-
-
-def _check_image(path: Path, image: np.ndarray, what: str) -> np.ndarray:
-    if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
-        raise DatasetError(f"{describe_path(path)}: expected a numeric {what}, found dtype {image.dtype}")
-    image = image.astype(np.float32, copy=False)
-    finite = np.isfinite(image)
-    if not finite.all():
-        n_nan = int(np.isnan(image).sum())
-        n_inf = int(image.size - finite.sum() - n_nan)
-        raise DatasetError(
-            f"{describe_path(path)}: expected finite intensities in the {what}, "
-            f"found {n_nan} NaN and {n_inf} inf values"
-        )
-    return image
-
-
-def _check_label(path: Path, label: np.ndarray, num_classes: int, what: str) -> np.ndarray:
-    expect = f"label values must be integers in [0, {num_classes - 1}] ({num_classes} classes)"
-    if np.issubdtype(label.dtype, np.bool_):
-        label = label.astype(np.uint8)
-    if np.issubdtype(label.dtype, np.floating):
-        finite = np.isfinite(label)
-        if not finite.all():
-            raise DatasetError(f"{describe_path(path)}: {expect} in the {what}; found {int((~finite).sum())} NaN/inf")
-        if not np.array_equal(label, np.round(label)):
-            bad = np.unique(label[label != np.round(label)])[:5]
-            raise DatasetError(
-                f"{describe_path(path)}: {expect} in the {what}; found non-integer values {bad.tolist()}"
-            )
-    elif not np.issubdtype(label.dtype, np.integer):
-        raise DatasetError(f"{describe_path(path)}: {expect} in the {what}; found dtype {label.dtype}")
-    if label.size:
-        lo, hi = label.min(), label.max()
-        if lo < 0 or hi >= num_classes:
-            values = np.unique(label)
-            bad = values[(values < 0) | (values >= num_classes)][:8]
-            raise DatasetError(
-                f"{describe_path(path)}: {expect} in the {what}; found values {[int(v) for v in bad]}"
-            )
-    return label.astype(np.uint8 if num_classes <= 256 else np.int64, copy=False)
-
-
-def load_npz_slice(path: Path, num_classes: int = 9) -> tuple[np.ndarray, np.ndarray]:
-    """``(image float32 (H, W), label uint8 (H, W))`` of one training slice, checked."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            keys = sorted(archive.files)
-            missing = [k for k in ("image", "label") if k not in keys]
-            if missing:
-                raise DatasetError(
-                    f"{describe_path(path)}: expected the keys 'image' and 'label', "
-                    f"missing {missing}; found keys {keys}"
-                )
-            image = archive["image"]
-            label = archive["label"]
-    except DatasetError:
-        raise
-    except Exception as err:  # zipfile.BadZipFile, ValueError (pickled object arrays), OSError, ...
-        raise DatasetError(
-            f"{describe_path(path)}: could not be read as a NumPy .npz archive with arrays 'image' and 'label' "
-            f"({type(err).__name__}: {err})"
-        ) from err
-    if image.ndim != 2:
-        raise DatasetError(f"{describe_path(path)}: expected a 2-D image (H, W), found shape {image.shape}")
-    if label.shape != image.shape:
-        raise DatasetError(
-            f"{describe_path(path)}: expected the label to have the image's shape {image.shape}, "
-            f"found label shape {label.shape}"
-        )
-    image = _check_image(path, image, "image")
-    label = _check_label(path, label, num_classes, "label")
-    return image, label
-
-
-def _open_h5(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except Exception as err:
-        raise DatasetError(
-            f"{describe_path(path)}: could not be opened as an HDF5 file with datasets 'image' and 'label' "
-            f"({type(err).__name__}: {err})"
-        ) from err
-
-
-def _h5_datasets(path: Path, f: h5py.File) -> tuple[h5py.Dataset, h5py.Dataset]:
-    keys = sorted(f.keys())
-    missing = [k for k in ("image", "label") if k not in keys or not isinstance(f[k], h5py.Dataset)]
-    if missing:
-        raise DatasetError(
-            f"{describe_path(path)}: expected the datasets 'image' and 'label', missing {missing}; found keys {keys}"
-        )
-    image, label = f["image"], f["label"]
-    if image.ndim != 3:
-        raise DatasetError(
-            f"{describe_path(path)}: expected a 3-D image volume (slices, H, W), found shape {image.shape}"
-        )
-    if label.shape != image.shape:
-        raise DatasetError(
-            f"{describe_path(path)}: expected the label to have the image's shape {image.shape}, "
-            f"found label shape {label.shape}"
-        )
-    return image, label
-
-
-def h5_volume_shape(path: Path) -> tuple[int, int, int]:
-    """Shape ``(D, H, W)`` of a test volume, checking keys and shapes (not the values)."""
-    with _open_h5(path) as f:
-        image, _ = _h5_datasets(path, f)
-        return tuple(int(s) for s in image.shape)  # type: ignore[return-value]
-
-
-def load_h5_volume(
-    path: Path, num_classes: int = 9, slice_index: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(image float32, label uint8)`` of a whole volume ``(D, H, W)`` or of one slice ``(H, W)``, checked."""
-    with _open_h5(path) as f:
-        image_ds, label_ds = _h5_datasets(path, f)
-        try:
-            if slice_index is None:
-                image, label = image_ds[()], label_ds[()]
-            else:
-                image, label = image_ds[slice_index], label_ds[slice_index]
-        except Exception as err:
-            raise DatasetError(
-                f"{describe_path(path)}: could not read the arrays ({type(err).__name__}: {err})"
-            ) from err
-    where = "volume" if slice_index is None else f"slice {slice_index}"
-    image = _check_image(path, np.asarray(image), f"image ({where})")
-    label = _check_label(path, np.asarray(label), num_classes, f"label ({where})")
-    return image, label
+_RELEASE = "the TransUNet release's"
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -407,66 +228,6 @@ class SynapseVolumeDataset(Dataset):
 def _case_name(path: Path) -> str:
     name = path.name
     return name[: -len(H5_SUFFIX)] if name.endswith(H5_SUFFIX) else path.stem
-
-
-# ----------------------------------------------------------------------------- sampling
-
-
-class EpochShuffleSampler(Sampler):
-    """Shuffles with ``torch.Generator().manual_seed(seed + epoch)``; yields ``(epoch, index)``.
-
-    The order of epoch ``e`` is a pure function of ``(seed, e)``. Lightning calls
-    :meth:`set_epoch` before each training epoch (also through its
-    ``DistributedSamplerWrapper`` under DDP). ``dataset``, if given, is told the
-    epoch too, for code that indexes it with plain integers.
-    """
-
-    def __init__(
-        self, num_items: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, dataset: Any = None
-    ):
-        self.num_items = int(num_items)
-        self.seed = int(seed)
-        self.shuffle = shuffle
-        self.dataset = dataset
-        self.epoch = 0
-        self.set_epoch(epoch)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        if self.dataset is not None and hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self.epoch)
-
-    def permutation(self, epoch: int | None = None) -> list[int]:
-        epoch = self.epoch if epoch is None else int(epoch)
-        if not self.shuffle:
-            return list(range(self.num_items))
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        return torch.randperm(self.num_items, generator=generator).tolist()
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch = self.epoch
-        return iter([(epoch, i) for i in self.permutation(epoch)])
-
-    def __len__(self) -> int:
-        return self.num_items
-
-
-def seed_worker(worker_id: int) -> None:
-    """``worker_init_fn``: seed ``random`` and ``numpy`` from torch's per-worker seed.
-
-    Torch seeds each worker with ``base_seed + worker_id`` (``base_seed`` drawn from
-    the DataLoader's generator); the augmentation itself is reseeded per item
-    and does not depend on this.
-    """
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    try:  # OpenCV's own thread pool is pointless (and fork-unsafe) inside a worker
-        import cv2
-
-        cv2.setNumThreads(0)
-    except Exception:  # pragma: no cover - cv2 is a hard dependency, be lenient anyway
-        pass
 
 
 # ----------------------------------------------------------------------------- datamodule
@@ -586,14 +347,16 @@ class SynapseDataModule(L.LightningDataModule):
 
     def train_paths(self, root: Path) -> list[Path]:
         list_path = self.resolve_list_dir(root) / TRAIN_LIST
-        names = read_list_file(list_path, "training slice names without extension (e.g. case0005_slice000)")
+        names = read_list_file(
+            list_path, "training slice names without extension (e.g. case0005_slice000)", _LIST_HINT
+        )
         if self.max_train_slices is not None:
             names = names[: self.max_train_slices]
-        return _check_listed_files(list_path, root / TRAIN_DIR, names, NPZ_SUFFIX)
+        return check_listed_files(list_path, root / TRAIN_DIR, names, NPZ_SUFFIX, _RELEASE)
 
     def test_paths(self, root: Path, limit: int | None = None) -> list[Path]:
         list_path = self.resolve_list_dir(root) / TEST_LIST
-        names = read_list_file(list_path, "test volume names without extension (e.g. case0008)")
+        names = read_list_file(list_path, "test volume names without extension (e.g. case0008)", _LIST_HINT)
         if limit is not None:
             if limit > len(names):
                 raise DatasetError(
@@ -601,7 +364,7 @@ class SynapseDataModule(L.LightningDataModule):
                     f"{len(names)} listed; expected val_volumes <= {len(names)}"
                 )
             names = names[:limit]
-        return _check_listed_files(list_path, root / TEST_DIR, names, H5_SUFFIX)
+        return check_listed_files(list_path, root / TEST_DIR, names, H5_SUFFIX, _RELEASE)
 
     # -- Lightning hooks -------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -623,14 +386,7 @@ class SynapseDataModule(L.LightningDataModule):
             self.test_dataset = SynapseVolumeDataset(self.test_paths(root), num_classes=self.num_classes)
 
     def _loader_kwargs(self) -> dict[str, Any]:
-        return {
-            "num_workers": self.num_workers,
-            "worker_init_fn": seed_worker,
-            # own generator: drawing the workers' base seed must not consume the global torch RNG
-            "generator": torch.Generator().manual_seed(self.seed),
-            "pin_memory": torch.cuda.is_available(),
-            "persistent_workers": False,  # see the module docstring
-        }
+        return loader_kwargs(self.seed, self.num_workers)
 
     def _require(self, dataset: Dataset | None, stage: str) -> Dataset:
         if dataset is None:
@@ -639,24 +395,10 @@ class SynapseDataModule(L.LightningDataModule):
         assert dataset is not None
         return dataset
 
-    def _start_epoch(self) -> int:
-        """The epoch Lightning is about to run: the value it later passes to ``set_epoch``.
-
-        ``epoch_progress.current.processed`` (not ``current_epoch``, which counts
-        *completed* epochs and lags by one when resuming from a checkpoint saved in
-        ``on_train_epoch_end``).
-        """
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0
-        try:
-            return int(trainer.fit_loop.epoch_progress.current.processed)
-        except AttributeError:  # pragma: no cover - other Lightning versions
-            return int(trainer.current_epoch)
-
     def train_dataloader(self) -> DataLoader:
         dataset = self._require(self.train_dataset, "fit")
-        sampler = EpochShuffleSampler(len(dataset), seed=self.seed, epoch=self._start_epoch(), dataset=dataset)
+        epoch = start_epoch(getattr(self, "trainer", None))
+        sampler = EpochShuffleSampler(len(dataset), seed=self.seed, epoch=epoch, dataset=dataset)
         return DataLoader(
             dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False, **self._loader_kwargs()
         )
