@@ -13,6 +13,7 @@ from ablations.framework.results import (
     compute_delta,
     finalize_results,
     git_commit,
+    library_versions,
     load_results,
     utc_now,
     validate_results,
@@ -224,6 +225,18 @@ def test_wandb_table():
     assert len(table.data) == 3
     assert table.data[0][0] == "carafe" and table.data[0][1] == pytest.approx(72.0)
     assert table.data[0][3] == pytest.approx(81.12)
+
+
+def test_environment_is_recorded_and_rendered():
+    versions = library_versions()
+    assert versions["python"].count(".") == 2 and versions["torch"].startswith("2.14.1")
+    assert {"numpy", "scipy", "albumentations", "lightning"} <= versions.keys()
+    results = _sample()
+    results["environment"] = {"python": "3.11.7", "torch": "2.14.1", "albumentations": "2.0.8"}
+    lines = render_markdown(finalize_results(results)).splitlines()
+    assert "- Environment: python 3.11.7, torch 2.14.1, albumentations 2.0.8" in lines
+    without = render_markdown(finalize_results(_sample())).splitlines()
+    assert not any(line.startswith("- Environment") for line in without)
 
 
 def test_git_commit_and_utc_now(tmp_path):

@@ -93,6 +93,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     lines.append(f"- Common overrides: {_format_overrides(results.get('overrides', {}))}")
     lines.append(f"- Commit: `{results['commit']}`")
     lines.append(f"- Created: {results['created']}")
+    if results.get("environment"):
+        lines.append("- Environment: " + ", ".join(f"{k} {v}" for k, v in results["environment"].items()))
     lines.append(f"- Seeds: {seeds}")
     lines.append("")
 

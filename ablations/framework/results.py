@@ -17,6 +17,7 @@ Schema (version 1)::
       "recipe": "reproduce/configs/cswin_unet/synapse.yaml",
       "overrides": {<dotted config key>: <value>, ...},   # common to every variant
       "commit": "abc1234", "created": "2026-11-22T10:00:00Z", "seeds": [1234],
+      "environment": {"python": "3.11.7", "torch": "2.14.1", ...},   # optional: library_versions()
       "paper_source": "where the paper's numbers come from",
       "metrics": [
         {"name": "mean_dice", "label": "DSC (%)", "higher_is_better": true},
@@ -45,8 +46,10 @@ filled in by hand.
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import json
 import math
+import platform
 import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -68,6 +71,7 @@ __all__ = [
     "load_results",
     "git_commit",
     "utc_now",
+    "library_versions",
     "wandb_table",
 ]
 
@@ -351,6 +355,22 @@ def git_commit(repo_dir: str | Path | None = None) -> str:
 def utc_now() -> str:
     """Current UTC time as ``YYYY-MM-DDTHH:MM:SSZ``."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Packages whose version can change a run's numbers with the same commit and seed
+# (augmentation and resizing: albumentations / OpenCV / SciPy; everything else: torch).
+_TRACKED_PACKAGES = ("torch", "lightning", "numpy", "scipy", "albumentations", "opencv-python-headless", "medpy")
+
+
+def library_versions() -> dict[str, str]:
+    """``{"python": ..., package: version}`` of the packages that can change results; missing ones omitted."""
+    versions = {"python": platform.python_version()}
+    for package in _TRACKED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 # --------------------------------------------------------------------------- #

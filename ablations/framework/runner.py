@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import yaml
 
-from ablations.framework.results import git_commit, utc_now, write_results
+from ablations.framework.results import git_commit, library_versions, utc_now, write_results
 from ablations.framework.table import AblationTable, Variant
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -261,7 +261,8 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
         "schema": 1, "paper": table.paper, "table": table.number, "subject": table.subject, "title": table.title,
         "dataset": table.dataset, "data_kind": data_kind, "quick": quick, "recipe": table.recipe,
         "overrides": {**table.overrides, **({"quick_recipe": table.quick_recipe} if quick else {})},
-        "commit": git_commit(), "created": utc_now(), "seeds": seeds, "paper_source": table.paper_source,
+        "commit": git_commit(), "environment": library_versions(), "created": utc_now(), "seeds": seeds,
+        "paper_source": table.paper_source,
         "metrics": [m.as_dict() for m in table.metrics],
         "variants": [
             {"name": v.name, "description": v.description, "overrides": v.overrides,
