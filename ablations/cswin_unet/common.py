@@ -1,7 +1,9 @@
 """What CSWin-UNet's four ablation tables share: recipe, metrics, where the paper's numbers stand."""
 from __future__ import annotations
 
-from ablations.framework.table import DICE, GMACS, HD95, PARAMS
+from collections.abc import Iterable
+
+from ablations.framework.table import DICE, GMACS, HD95, PARAMS, AblationTable, Metric, Variant
 
 RECIPE = "reproduce/configs/cswin_unet/synapse.yaml"
 QUICK_RECIPE = "reproduce/configs/cswin_unet/quick.yaml"
@@ -14,3 +16,21 @@ PAPER_SOURCE = (
     "shared/papers/cswin_unet.md §5) states the tables' conclusions but none of their numbers, so every "
     "paper value is unknown (None)."
 )
+
+
+def synapse_table(
+    number: int,
+    subject: str,
+    title: str,
+    variants: Iterable[Variant],
+    *,
+    paper_says: str,
+    metrics: tuple[Metric, ...] = SEGMENTATION_METRICS,
+    notes: tuple[str, ...] = (),
+) -> AblationTable:
+    """One of CSWin-UNet's Synapse ablation tables; ``paper_says`` is the paper's stated conclusion."""
+    return AblationTable(
+        paper="cswin_unet", number=number, subject=subject, title=title, dataset="synapse",
+        recipe=RECIPE, quick_recipe=QUICK_RECIPE, metrics=metrics, variants=tuple(variants),
+        paper_source=f"{PAPER_SOURCE} {paper_says}", notes=notes,
+    )

@@ -9,22 +9,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ablations.cswin_unet.common import (  # noqa: E402
-    COMPLEXITY_METRICS,
-    NET,
-    PAPER_SOURCE,
-    QUICK_RECIPE,
-    RECIPE,
-    SEGMENTATION_METRICS,
-    UNKNOWN,
-)
-from ablations.framework.table import AblationTable, Variant  # noqa: E402
+from ablations.cswin_unet.common import COMPLEXITY_METRICS, NET, SEGMENTATION_METRICS, UNKNOWN, synapse_table  # noqa: E402
+from ablations.framework.table import Variant  # noqa: E402
 
-TABLE = AblationTable(
-    paper="cswin_unet", number=5, subject="upsampling", title="Upsampling strategy", dataset="synapse",
-    recipe=RECIPE, quick_recipe=QUICK_RECIPE,
-    metrics=SEGMENTATION_METRICS + COMPLEXITY_METRICS,
-    variants=(
+TABLE = synapse_table(
+    5, "upsampling", "Upsampling strategy",
+    (
         Variant("bilinear", {NET + "upsampler": "bilinear"},
                 "bilinear ×σ + 1×1 projection at the four upsampling points (our definition; the paper gives none)",
                 UNKNOWN),
@@ -33,7 +23,8 @@ TABLE = AblationTable(
         Variant("carafe", {NET + "upsampler": "carafe"},
                 "CARAFE as released: k_up 3, k_enc 3, compressor C/4, 1×1 output projection", UNKNOWN),
     ),
-    paper_source=PAPER_SOURCE + " The paper reports CARAFE as best, adding little compute over transposed convolution.",
+    metrics=SEGMENTATION_METRICS + COMPLEXITY_METRICS,
+    paper_says="The paper reports CARAFE as best, adding little compute over transposed convolution.",
 )
 
 if __name__ == "__main__":

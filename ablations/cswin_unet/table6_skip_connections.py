@@ -11,28 +11,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ablations.cswin_unet.common import (  # noqa: E402
-    NET,
-    PAPER_SOURCE,
-    QUICK_RECIPE,
-    RECIPE,
-    SEGMENTATION_METRICS,
-    UNKNOWN,
-)
-from ablations.framework.table import AblationTable, Variant  # noqa: E402
+from ablations.cswin_unet.common import NET, UNKNOWN, synapse_table  # noqa: E402
+from ablations.framework.table import Variant  # noqa: E402
 
 KEPT = {3: "1/4, 1/8, 1/16", 2: "1/4, 1/8", 1: "1/4", 0: "none"}
 
-TABLE = AblationTable(
-    paper="cswin_unet", number=6, subject="skip_connections", title="Number of skip connections", dataset="synapse",
-    recipe=RECIPE, quick_recipe=QUICK_RECIPE,
-    metrics=SEGMENTATION_METRICS,
-    variants=tuple(
+TABLE = synapse_table(
+    6, "skip_connections", "Number of skip connections",
+    tuple(
         Variant(f"skips{n}", {NET + "num_skips": n}, f"{n} skip connection(s) kept: {KEPT[n]}"
-                + (" (released)" if n == 3 else "") , UNKNOWN)
+                + (" (released)" if n == 3 else ""), UNKNOWN)
         for n in (3, 2, 1, 0)
     ),
-    paper_source=PAPER_SOURCE + " The paper reports accuracy rising with the number of skips, most for small organs.",
+    paper_says="The paper reports accuracy rising with the number of skips, most for small organs.",
     notes=("A removed skip drops its concat + Linear; the upsampler output feeds the decoder stage directly "
            "(the paper does not say what replaces it). Per-organ Dice of every run is in the JSON.",),
 )

@@ -9,29 +9,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ablations.cswin_unet.common import (  # noqa: E402
-    COMPLEXITY_METRICS,
-    NET,
-    PAPER_SOURCE,
-    QUICK_RECIPE,
-    RECIPE,
-    SEGMENTATION_METRICS,
-    UNKNOWN,
-)
-from ablations.framework.table import AblationTable, Variant  # noqa: E402
+from ablations.cswin_unet.common import COMPLEXITY_METRICS, NET, SEGMENTATION_METRICS, UNKNOWN, synapse_table  # noqa: E402
+from ablations.framework.table import Variant  # noqa: E402
 
 DEPTHS = ((1, 1, 1, 1), (1, 2, 3, 1), (1, 2, 6, 1), (1, 2, 9, 1))
 
-TABLE = AblationTable(
-    paper="cswin_unet", number=7, subject="block_depths", title="Blocks per stage", dataset="synapse",
-    recipe=RECIPE, quick_recipe=QUICK_RECIPE,
-    metrics=SEGMENTATION_METRICS + COMPLEXITY_METRICS,
-    variants=tuple(
+TABLE = synapse_table(
+    7, "block_depths", "Blocks per stage",
+    tuple(
         Variant("d" + "".join(map(str, d)), {NET + "depths": list(d)},
                 f"depths {list(d)}" + (" (released)" if d == (1, 2, 9, 1) else ""), UNKNOWN)
         for d in DEPTHS
     ),
-    paper_source=PAPER_SOURCE + " The paper keeps the last stage at 1 block and reports [1, 2, 9, 1] as best.",
+    metrics=SEGMENTATION_METRICS + COMPLEXITY_METRICS,
+    paper_says="The paper keeps the last stage at 1 block and reports [1, 2, 9, 1] as best.",
     notes=("The settings other than [1, 2, 9, 1] are the project's choice: the paper's are unknown.",),
 )
 

@@ -9,29 +9,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ablations.cswin_unet.common import (  # noqa: E402
-    PAPER_SOURCE,
-    QUICK_RECIPE,
-    RECIPE,
-    SEGMENTATION_METRICS,
-    UNKNOWN,
-)
-from ablations.framework.table import AblationTable, Variant  # noqa: E402
+from ablations.cswin_unet.common import UNKNOWN, synapse_table  # noqa: E402
+from ablations.framework.table import Variant  # noqa: E402
 
 WEIGHTS = ((1.0, 0.0), (0.0, 1.0), (0.6, 0.4), (0.5, 0.5), (0.4, 0.6))
 
-TABLE = AblationTable(
-    paper="cswin_unet", number=8, subject="loss_weights", title="Loss weights α (CE) and β (Dice)",
-    dataset="synapse", recipe=RECIPE, quick_recipe=QUICK_RECIPE,
-    metrics=SEGMENTATION_METRICS,
-    variants=tuple(
+TABLE = synapse_table(
+    8, "loss_weights", "Loss weights α (CE) and β (Dice)",
+    tuple(
         Variant(f"ce{a:g}_dice{b:g}", {"model.init_args.loss_weights": [a, b]},
                 f"α={a:g}, β={b:g}" + {(1.0, 0.0): " (CE only)", (0.0, 1.0): " (Dice only)",
                                        (0.4, 0.6): " (released)"}.get((a, b), ""), UNKNOWN)
         for a, b in WEIGHTS
     ),
-    paper_source=PAPER_SOURCE + " Five settings were compared; CE-only and Dice-only are implied by the text and the "
-                                "released code uses α=0.4, β=0.6.",
+    paper_says="Five settings were compared; CE-only and Dice-only are implied by the text and the "
+               "released code uses α=0.4, β=0.6.",
     notes=("α=0.6/β=0.4 and α=β=0.5 are the project's choice for the two settings the paper does not name.",),
 )
 
