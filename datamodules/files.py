@@ -158,6 +158,7 @@ def load_npz_slice(path: Path, num_classes: int = 9) -> tuple[np.ndarray, np.nda
 
 
 def open_h5(path: Path) -> h5py.File:
+    """``path`` opened read-only; DatasetError naming it if it is not a readable HDF5 file."""
     try:
         return h5py.File(path, "r")
     except Exception as err:
@@ -168,6 +169,7 @@ def open_h5(path: Path) -> h5py.File:
 
 
 def h5_image_label(path: Path, f: h5py.File) -> tuple[h5py.Dataset, h5py.Dataset]:
+    """The ``image`` and ``label`` datasets of an open volume file, both ``(D, H, W)`` (not read yet)."""
     keys = sorted(f.keys())
     missing = [k for k in ("image", "label") if k not in keys or not isinstance(f[k], h5py.Dataset)]
     if missing:

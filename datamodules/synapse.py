@@ -44,17 +44,10 @@ Determinism (see also :mod:`datamodules.transforms`):
   first iterator (and, with workers, prefetches its first batches) *before* it
   calls ``set_epoch``; without this, a run resumed at epoch ``e`` would replay
   epoch 0's order for those prefetched batches.
-* The DataLoader gets its own ``torch.Generator`` (used only to draw the workers'
-  base seed), so iterating it never consumes the global torch RNG that model
-  initialisation and dropout use, with any ``num_workers``.
-* ``worker_init_fn`` (:func:`seed_worker`) seeds ``random`` and ``numpy`` in every
-  worker from torch's per-worker seed, for anything else random. (The official
-  ``worker_init_fn`` takes two arguments and crashes with ``num_workers > 0``.)
-* ``persistent_workers`` is not used: persistent workers keep their process
-  state (global RNG streams, anything cached on the dataset copy) from one epoch
-  to the next, so an epoch would depend on the history of the run rather than
-  on ``(seed, epoch)`` alone, and a run resumed from a checkpoint could not
-  reproduce it. Fresh workers per epoch cost a fork per epoch, which is cheap.
+* The DataLoaders share :func:`datamodules.sampling.loader_kwargs`: an own
+  generator (the global torch RNG is never consumed), seeded workers (the official
+  ``worker_init_fn`` takes two arguments and crashes with ``num_workers > 0``) and
+  no persistent workers (they would carry process state across epochs).
 
 Bad data raises :class:`~datamodules.errors.DatasetError` naming the file:
 existence (root, folders, list files, every listed file) is checked in
@@ -76,7 +69,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import DatasetError, describe_path
 from .files import check_listed_files, h5_volume_shape, load_h5_volume, load_npz_slice, read_list_file
-from .sampling import EpochShuffleSampler, loader_kwargs, seed_worker, start_epoch
+from .sampling import EpochShuffleSampler, loader_kwargs, start_epoch
 from .transforms import ResizeBackend, item_seed, reseed, resize_transform, synapse_train_transform
 
 __all__ = [
@@ -86,11 +79,6 @@ __all__ = [
     "SynapseTrainDataset",
     "SynapseSliceDataset",
     "SynapseVolumeDataset",
-    "EpochShuffleSampler",
-    "seed_worker",
-    "read_list_file",
-    "load_npz_slice",
-    "load_h5_volume",
 ]
 
 SYNAPSE_CLASS_NAMES: tuple[str, ...] = (
@@ -385,9 +373,6 @@ class SynapseDataModule(L.LightningDataModule):
         if stage in (None, "test", "predict"):
             self.test_dataset = SynapseVolumeDataset(self.test_paths(root), num_classes=self.num_classes)
 
-    def _loader_kwargs(self) -> dict[str, Any]:
-        return loader_kwargs(self.seed, self.num_workers)
-
     def _require(self, dataset: Dataset | None, stage: str) -> Dataset:
         if dataset is None:
             self.setup(stage)
@@ -395,24 +380,27 @@ class SynapseDataModule(L.LightningDataModule):
         assert dataset is not None
         return dataset
 
+    def _loader(self, dataset: Dataset, batch_size: int, **order: Any) -> DataLoader:
+        """Keeps the last, incomplete batch (as the release); ``order``: ``sampler=`` or ``shuffle=``."""
+        return DataLoader(dataset, batch_size=batch_size, drop_last=False, **order,
+                          **loader_kwargs(self.seed, self.num_workers))
+
     def train_dataloader(self) -> DataLoader:
         dataset = self._require(self.train_dataset, "fit")
         epoch = start_epoch(getattr(self, "trainer", None))
         sampler = EpochShuffleSampler(len(dataset), seed=self.seed, epoch=epoch, dataset=dataset)
-        return DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=False, **self._loader_kwargs()
-        )
+        return self._loader(dataset, self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         """Monitoring only (no validation in the official recipe); ``[]`` when ``val_volumes == 0``."""
         if self.val_volumes == 0:
             return []
         dataset = self._require(self.val_dataset, "validate")
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, drop_last=False, **self._loader_kwargs())
+        return self._loader(dataset, self.batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         dataset = self._require(self.test_dataset, "test")
-        return DataLoader(dataset, batch_size=1, shuffle=False, drop_last=False, **self._loader_kwargs())
+        return self._loader(dataset, 1, shuffle=False)  # one whole volume per batch
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

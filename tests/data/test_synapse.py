@@ -15,10 +15,10 @@ import torch
 from scipy import ndimage
 
 from datamodules.errors import DatasetError
+from datamodules.sampling import EpochShuffleSampler
 from datamodules.synapse import (
     SYNAPSE_CLASS_NAMES,
     SYNAPSE_ENV_VAR,
-    EpochShuffleSampler,
     SynapseDataModule,
 )
 from datamodules.transforms import IntegerAngleRotate, reseed, synapse_train_transform
