@@ -1,0 +1,106 @@
+"""Where a number came from: the commit, whether the tree was dirty, the libraries and the machine.
+
+One module serves every writer of ``results/`` (the ablation tables and the
+benchmark), so all of them record the same facts under the same names::
+
+    provenance()        -> {"commit": "abc1234", "dirty": False, "created": "2026-12-01T10:00:00Z",
+                            "environment": {"python": ..., "torch": ..., ...}}
+    machine()           -> {"platform": ..., "cpu": ..., "cpu_usable": 2, "torch_threads": 2,
+                            "cuda_devices": [...], ...}
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = ["REPO_ROOT", "TRACKED_PACKAGES", "git_commit", "git_dirty", "library_versions", "machine",
+           "provenance", "utc_now"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Packages whose version can change a run's numbers with the same commit and seed
+# (augmentation and resizing: albumentations / OpenCV / SciPy; everything else: torch).
+TRACKED_PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "timm", "numpy", "scipy",
+                    "albumentations", "opencv-python-headless", "medpy")
+
+
+def _git(*args: str, repo_dir: str | Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=str(repo_dir or REPO_ROOT), capture_output=True, text=True,
+                             timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_dirty(repo_dir: str | Path | None = None) -> bool | None:
+    """Whether tracked code (``results/`` aside) has uncommitted changes; ``None`` outside a repository."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results", repo_dir=repo_dir)
+    return None if status is None else bool(status)
+
+
+def git_commit(repo_dir: str | Path | None = None) -> str:
+    """Short hash of ``HEAD``, ``-dirty`` if tracked code changed; ``"unknown"`` outside a repository."""
+    commit = _git("rev-parse", "--short", "HEAD", repo_dir=repo_dir)
+    if not commit:
+        return "unknown"
+    return commit + ("-dirty" if git_dirty(repo_dir) else "")
+
+
+def utc_now() -> str:
+    """Current UTC time as ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def library_versions() -> dict[str, str]:
+    """``{"python": ..., package: version}`` of the packages that can change results; missing ones omitted."""
+    versions = {"python": platform.python_version()}
+    for package in TRACKED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """The hardware a timing was taken on (imports torch)."""
+    import torch
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count()
+    cuda = torch.cuda.is_available()
+    return {
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "cpu_usable": usable,
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "cuda_available": cuda,
+        "cuda_version": torch.version.cuda,
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+    }
+
+
+def provenance(repo_dir: str | Path | None = None) -> dict[str, Any]:
+    """``commit`` (short, ``-dirty`` suffix), ``dirty``, ``created`` (UTC) and ``environment`` (library versions)."""
+    return {"commit": git_commit(repo_dir), "dirty": git_dirty(repo_dir), "created": utc_now(),
+            "environment": library_versions()}
