@@ -1,5 +1,12 @@
 """Timing and peak memory of one model's forward and forward+backward steps (CPU and CUDA).
 
+* Two steps (:func:`make_steps`): ``fwd`` (eval mode, ``torch.no_grad()``) and
+  ``fwd_bwd``, the training step without the optimiser (train mode, forward,
+  backward of :func:`output_loss`).
+* Two precisions (:data:`PRECISIONS`, Lightning's names): ``"32-true"`` (float32)
+  and ``"bf16-mixed"`` (the step under ``torch.autocast(device, dtype=torch.bfloat16)``:
+  weights stay float32, autocast casts them inside every step, as in mixed-precision
+  training).
 * Throughput: ``warmup`` untimed steps, then ``iters`` timed ones; the median step
   time gives images/s = batch / median.
 * CPU peak memory: one extra, untimed step under
@@ -9,8 +16,8 @@
   ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the step).
   Memory that bypasses PyTorch's allocator (oneDNN/BLAS scratch, Python objects) is
   not seen, so it is a deterministic lower bound on the process's RSS growth.
-* CUDA: the same steps under ``torch.autocast("cuda", dtype=torch.bfloat16)``
-  ("bf16-mixed"), synchronised around each step, ``cudnn.benchmark = True``.
+* CUDA: synchronised around each step, ``cudnn.benchmark = True``; the float32
+  record says whether TF32 was allowed (it changes float32 throughput).
 """
 from __future__ import annotations
 
@@ -29,10 +36,23 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 __all__ = [
-    "output_loss", "make_steps", "time_step", "cpu_peak_memory", "benchmark_cpu", "benchmark_cuda", "state_bytes",
+    "PRECISIONS", "autocast_for", "output_loss", "make_steps", "time_step", "cpu_peak_memory", "benchmark_cpu",
+    "benchmark_cuda", "state_bytes",
 ]
 
 MIB = 2**20
+
+#: The measured precisions, named as Lightning's ``Trainer(precision=...)``.
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def autocast_for(device_type: str, precision: str) -> Callable[[], Any] | None:
+    """A factory of the autocast context of ``precision`` on ``device_type`` (``None`` for float32)."""
+    if precision == "32-true":
+        return None
+    if precision == "bf16-mixed":
+        return lambda: torch.autocast(device_type, dtype=torch.bfloat16)
+    raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
 
 
 def _iter_tensors(obj: Any) -> Iterator[torch.Tensor]:
@@ -137,9 +157,11 @@ def state_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
-def benchmark_cpu(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> dict[str, Any]:
-    steps = make_steps(model, x)
-    result: dict[str, Any] = {"precision": "32-true", "threads": torch.get_num_threads()}
+def benchmark_cpu(model: nn.Module, x: torch.Tensor, warmup: int, iters: int,
+                  precision: str = "32-true") -> dict[str, Any]:
+    """Throughput and peak memory of both steps on the CPU in ``precision`` (see :data:`PRECISIONS`)."""
+    steps = make_steps(model, x, autocast=autocast_for("cpu", precision))
+    result: dict[str, Any] = {"precision": precision, "threads": torch.get_num_threads()}
     for key, step in steps.items():
         result[key] = _summary(time_step(step, warmup, iters), x.shape[0])
     for key, step in steps.items():
@@ -150,20 +172,24 @@ def benchmark_cpu(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) ->
     return result
 
 
-def benchmark_cuda(model: nn.Module, x: torch.Tensor, warmup: int, iters: int) -> dict[str, Any]:
-    """bf16-mixed throughput and peak memory on the current CUDA device (model and x are moved there)."""
+def benchmark_cuda(model: nn.Module, x: torch.Tensor, warmup: int, iters: int,
+                   precision: str = "bf16-mixed") -> dict[str, Any]:
+    """Throughput and peak memory of both steps on the current CUDA device (model and x are moved there)."""
     device = torch.device("cuda", torch.cuda.current_device())
     model = model.to(device)
     x = x.to(device)
     previous_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
-        steps = make_steps(model, x, autocast=lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        steps = make_steps(model, x, autocast=autocast_for("cuda", precision))
         result: dict[str, Any] = {
-            "precision": "bf16-mixed",
+            "precision": precision,
             "device": torch.cuda.get_device_name(device),
             "cudnn_benchmark": True,
         }
+        if precision == "32-true":
+            result["float32_matmul_precision"] = torch.get_float32_matmul_precision()  # "highest": no TF32
+            result["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
         for key, step in steps.items():
             result[key] = _summary(time_step(step, warmup, iters, sync=torch.cuda.synchronize), x.shape[0])
         for key, step in steps.items():

@@ -1,10 +1,6 @@
-"""Parameter and MAC counters against hand-computed values, and the benchmark report."""
+"""Parameter and MAC counters against hand-computed values (the benchmark report: test_benchmarks.py)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,9 +13,6 @@ from lightning_modules.complexity import (
     macs_conv_linear_by_module,
 )
 from models import create_model
-from reproduce import benchmark
-
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,81 +141,3 @@ def test_cswin_unet_macs_equal_the_official_counts():
     assert by_op["aten.bmm"] == 35_223_552
     assert by_op["aten._scaled_dot_product_flash_attention_for_cpu"] == 271_853_568
     assert sum(by_op.values()) == 5_014_112_768
-
-
-# --------------------------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------------------------
-def _sample_document() -> dict:
-    timing = {"median_ms": 100.0, "min_ms": 95.0, "img_per_s": 10.0, "times_ms": [100.0], "peak_mem_mib": 48.0}
-    record = {
-        "model": "cswin_unet",
-        "paper": "cswin_unet",
-        "task": "segmentation",
-        "input_size": [3, 224, 224],
-        "batch_size": 1,
-        "params_total": 23_568_492,
-        "params_trainable": 23_568_492,
-        "weights_mib": 89.9,
-        "macs_conv_linear": 4_707_035_648,
-        "macs_all": 5_014_112_768,
-        "macs_all_by_op": {"aten.addmm": 4_084_727_808, "aten.convolution": 929_384_960},
-        "reference": benchmark.REFERENCES["cswin_unet"],
-        "reference_match": {"params_total": True, "macs_conv_linear": True, "macs_all": True},
-        "cpu": {"precision": "32-true", "threads": 2, "fwd": timing, "fwd_bwd": dict(timing, img_per_s=2.5)},
-        "cuda": None,
-    }
-    failed = {"model": "broken_net", "input_size": [1, 32, 32, 32], "error": "Traceback ...\nRuntimeError: boom | bad"}
-    return {
-        "schema_version": 1,
-        "environment": benchmark.environment("python reproduce/benchmark.py"),
-        "settings": {"batch_size": 1, "warmup": 3, "iters": 20, "cuda_warmup": 10, "cuda_iters": 50,
-                     "cuda": False, "elapsed_s": 1.0},
-        "mac_conventions": {"macs_conv_linear": "hooks", "macs_all": "flop counter"},
-        "models": [record, failed],
-    }
-
-
-def test_markdown_renders_from_a_sample_document():
-    document = _sample_document()
-    md = benchmark.render_markdown(document)
-    assert "only meaningful as ratios" in md
-    row = next(line for line in md.splitlines() if line.startswith("| cswin_unet |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:9] == ["cswin_unet", "3×224×224", "23.57", "4.71", "5.01", "23.57", "4.71", "4.72", "5.01"]
-    assert cells[9:12] == ["10.00", "2.50", "48.0 / 48.0"]
-    assert cells[12:] == ["—", "—", "—"]  # no CUDA
-    assert "| cswin_unet | MACs, Conv + Linear only | 4,707,035,648 | 4,707,035,648 | exact |" in md
-    assert benchmark.REFERENCES["cswin_unet"]["source"] in md
-    failed_row = next(line for line in md.splitlines() if line.startswith("| broken_net |"))
-    assert "boom \\| bad" in failed_row and failed_row.count(" | ") == 14  # 15 columns, pipe escaped
-    assert benchmark.render_markdown(document) == md  # deterministic
-
-
-def test_main_on_the_test_model_writes_both_files(tmp_path):
-    rc = benchmark.main(
-        ["--models", "cswin_unet_test", "--include-test", "--warmup", "1", "--iters", "1", "--no-cuda",
-         "--out-dir", str(tmp_path)]
-    )
-    assert rc == 0
-    data = json.loads((tmp_path / "benchmarks.json").read_text())
-    (record,) = data["models"]
-    assert record["model"] == "cswin_unet_test" and "error" not in record
-    assert record["macs_all"] >= record["macs_conv_linear"] > 0
-    assert record["cpu"]["fwd"]["img_per_s"] > 0 and record["cpu"]["fwd_bwd"]["img_per_s"] > 0
-    assert record["cpu"]["fwd_bwd"]["peak_mem_mib"] > record["cpu"]["fwd"]["peak_mem_mib"] > 0
-    assert record["cuda"] is None
-    assert data["environment"]["torch"] == torch.__version__
-    assert "--include-test" in data["environment"]["command"]
-    assert (tmp_path / "benchmarks.md").read_text() == benchmark.render_markdown(data)
-
-
-def test_main_rejects_a_pattern_without_models(tmp_path):
-    with pytest.raises(SystemExit, match="include-test"):
-        benchmark.main(["--models", "cswin_unet_test", "--out-dir", str(tmp_path)])
-
-
-@pytest.mark.skipif(not (RESULTS / "benchmarks.json").exists(), reason="results/benchmarks.json not generated yet")
-def test_checked_in_markdown_is_rendered_from_the_checked_in_json():
-    data = json.loads((RESULTS / "benchmarks.json").read_text())
-    assert (RESULTS / "benchmarks.md").read_text() == benchmark.render_markdown(data)

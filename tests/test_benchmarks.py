@@ -1,0 +1,239 @@
+"""The benchmark: reference files, one model's record, the run document, its Markdown and the entry script."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ablations.framework import benchmarks
+from ablations.framework.benchmarks import (
+    REFERENCE_LABELS,
+    BenchmarkReferenceError,
+    benchmark_model,
+    load_reference_file,
+    load_references,
+    reference_files,
+    reference_for,
+    run_benchmarks,
+    select_models,
+    write_benchmarks,
+)
+from ablations.framework.render_benchmarks import render_markdown
+from models import list_models, model_info
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS = REPO_ROOT / "results"
+
+
+# --------------------------------------------------------------------------------------------
+# Reference files
+# --------------------------------------------------------------------------------------------
+def _write_reference(root: Path, folder: str = "toy", **overrides) -> Path:
+    document = {
+        "paper": folder,
+        "quantities": {"macs_tool": "MACs as the toy paper's tool counts them"},
+        "models": {"toy_net": {"source": "toy paper, Table 1", "input_size": [1, 32, 32],
+                               "params_total": 10, "macs_tool": 7, "macs_all": None}},
+    }
+    document.update(overrides)
+    path = root / "ablations" / folder / "benchmark_references.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_committed_reference_files_load_and_name_registered_models_of_their_paper():
+    files = reference_files()
+    assert REPO_ROOT / "ablations" / "cswin_unet" / "benchmark_references.json" in files
+    for path in files:
+        for name, entry in load_reference_file(path).items():
+            info = model_info(name)  # raises for a model that is not registered
+            assert info.paper == path.parent.name
+            assert entry["file"] == path.relative_to(REPO_ROOT).as_posix() and entry["source"]
+    cswin = load_references()["cswin_unet"]
+    # the official counts that tests/test_complexity.py checks our model against
+    assert cswin["values"] == {"params_total": 23_568_492, "macs_conv_linear": 4_707_035_648,
+                               "macs_all": 5_014_112_768, "macs_thop": 4_723_493_376}
+    assert list(cswin["labels"])[:3] == list(REFERENCE_LABELS)  # the shared quantities first
+    assert "thop" in cswin["labels"]["macs_thop"]
+
+
+def test_a_reference_file_is_validated(tmp_path):
+    path = _write_reference(tmp_path)
+    assert reference_files(tmp_path) == [path]
+    entry = load_reference_file(path)["toy_net"]
+    assert entry["values"] == {"params_total": 10, "macs_all": None, "macs_tool": 7}
+    assert entry["labels"]["macs_tool"] == "MACs as the toy paper's tool counts them"
+    assert reference_for("toy_net", (1, 32, 32), {"toy_net": entry}) == entry
+    assert reference_for("toy_net", (1, 64, 64), {"toy_net": entry}) is None  # measured at another size
+    assert reference_for("other_net", (1, 32, 32), {"toy_net": entry}) is None
+
+
+@pytest.mark.parametrize(
+    ("models", "overrides", "message"),
+    [
+        ({"toy_net": {"source": "s", "input_size": [1, 8, 8], "flops": 3}}, {}, r"unknown key\(s\) \['flops'\]"),
+        ({"toy_net": {"input_size": [1, 8, 8], "params_total": 3}}, {}, 'missing "source"'),
+        ({"toy_net": {"source": " ", "input_size": [1, 8, 8]}}, {}, 'missing "source"'),
+        ({"toy_net": {"source": "s", "params_total": 3}}, {}, '"input_size"'),
+        ({"toy_net": {"source": "s", "input_size": [1, 8, 8], "params_total": 2.5}}, {}, "non-negative integer"),
+        ({"toy_net": {"source": "s", "input_size": [1, 8, 8]}}, {"paper": "elsewhere"}, "in the folder 'toy'"),
+        ({"toy_net": {"source": "s", "input_size": [1, 8, 8]}}, {"quantities": {"macs_all": "x"}}, "redefines"),
+        ({"toy_net": {"source": "s", "input_size": [1, 8, 8]}}, {"comment": "x"}, "unknown top-level key"),
+        ({}, {}, '"models" must be a non-empty object'),
+    ],
+)
+def test_a_bad_reference_file_raises_naming_the_file(tmp_path, models, overrides, message):
+    path = _write_reference(tmp_path, models=models, **overrides)
+    with pytest.raises(BenchmarkReferenceError, match=message) as info:
+        load_reference_file(path)
+    assert str(info.value).startswith(f"{path}: ")
+
+
+def test_a_model_in_two_reference_files_raises(tmp_path):
+    first = _write_reference(tmp_path, "toy")
+    second = _write_reference(tmp_path, "toy_two")
+    with pytest.raises(BenchmarkReferenceError, match="toy_net.*both"):
+        load_references([first, second])
+
+
+def test_an_unreadable_reference_file_raises_naming_the_file(tmp_path):
+    path = tmp_path / "ablations" / "toy" / "benchmark_references.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(BenchmarkReferenceError, match="not a readable JSON file"):
+        load_reference_file(path)
+
+
+# --------------------------------------------------------------------------------------------
+# One model, one run
+# --------------------------------------------------------------------------------------------
+def test_benchmark_model_reports_fp32_and_bf16_train_steps():
+    record = benchmark_model("cswin_unet_test", warmup=0, iters=1, cuda=False)
+    assert record["macs_all"] >= record["macs_conv_linear"] > 0
+    assert record["reference"] is None and record["reference_match"] is None
+    assert set(record["cpu"]) == {"32-true", "bf16-mixed"}
+    for precision, run in record["cpu"].items():
+        assert run["precision"] == precision and run["threads"] >= 1
+        for step in ("fwd", "fwd_bwd"):
+            assert run[step]["img_per_s"] > 0 and len(run[step]["times_ms"]) == 1
+        assert run["fwd_bwd"]["peak_mem_mib"] > run["fwd"]["peak_mem_mib"] > 0
+    assert record["cuda"] is None
+    json.dumps(record)  # serialisable as it is
+
+
+def test_select_models_needs_a_match():
+    assert select_models("cswin_unet*") == [n for n in list_models("cswin_unet*") if not n.endswith("_test")]
+    with pytest.raises(ValueError, match="include-test"):
+        select_models("cswin_unet_test")
+
+
+def test_run_benchmarks_keeps_going_after_a_failure_and_writes_its_rendering(tmp_path, monkeypatch):
+    def fake(name, **kwargs):
+        if name == "cswin_unet":
+            raise RuntimeError("boom | bad")
+        return {"model": name, "input_size": [3, 64, 64], "params_total": 5, "macs_conv_linear": 2,
+                "macs_all": 3, "reference": None, "cpu": {}, "cuda": None}
+
+    monkeypatch.setattr(benchmarks, "benchmark_model", fake)
+    document = run_benchmarks(["cswin_unet", "cswin_unet_test"], command="python reproduce/benchmark.py -x",
+                              cuda=False)
+    assert document["schema_version"] == benchmarks.SCHEMA_VERSION
+    assert document["command"] == "python reproduce/benchmark.py -x"
+    assert {"commit", "dirty", "created", "environment", "machine"} <= set(document)
+    assert document["settings"]["precisions"] == ["32-true", "bf16-mixed"]
+    failed, ok = document["models"]
+    assert failed["model"] == "cswin_unet" and "RuntimeError: boom" in failed["error"]
+    assert "error" not in ok
+    json_path, md_path = write_benchmarks(document, tmp_path / "out")
+    assert md_path.read_text() == render_markdown(json.loads(json_path.read_text()))
+    md = md_path.read_text()
+    assert "## Failures" in md and "boom \\| bad" in md
+
+
+def test_run_benchmarks_rejects_bad_settings():
+    with pytest.raises(ValueError, match="precision"):
+        run_benchmarks(["cswin_unet_test"], command="x", precisions=("fp8",))
+    with pytest.raises(ValueError, match=">= 1"):
+        run_benchmarks(["cswin_unet_test"], command="x", iters=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+def _timing(img_per_s: float, peak: float) -> dict:
+    return {"median_ms": 1e3 / img_per_s, "min_ms": 1e3 / img_per_s, "img_per_s": img_per_s,
+            "times_ms": [1e3 / img_per_s], "peak_mem_mib": peak}
+
+
+def _sample_document() -> dict:
+    cswin = load_references()["cswin_unet"]
+    cpu = {"32-true": {"precision": "32-true", "threads": 2, "fwd": _timing(4.0, 48.0), "fwd_bwd": _timing(1.0, 210.0)},
+           "bf16-mixed": {"precision": "bf16-mixed", "threads": 2, "fwd": _timing(6.0, 30.0),
+                          "fwd_bwd": _timing(2.5, 150.0)}}
+    cuda = {p: dict(run, device="NVIDIA H200") for p, run in cpu.items()}
+    record = {
+        "model": "cswin_unet", "paper": "cswin_unet", "task": "segmentation", "input_size": [3, 224, 224],
+        "batch_size": 1, "params_total": 23_568_492, "params_trainable": 23_568_492, "weights_mib": 89.9,
+        "macs_conv_linear": 4_707_035_648, "macs_all": 5_014_112_770,
+        "macs_all_by_op": {"aten.addmm": 4_084_727_808, "aten.convolution": 929_384_962},
+        "reference": cswin, "reference_match": {"params_total": True, "macs_conv_linear": True, "macs_all": False},
+        "cpu": cpu, "cuda": cuda,
+    }
+    failed = {"model": "broken_net", "input_size": [1, 32, 32, 32], "error": "Traceback ...\nRuntimeError: boom | bad"}
+    return {
+        "schema_version": 2, "commit": "abc1234-dirty", "dirty": True, "created": "2026-12-01T10:00:00Z",
+        "environment": {"python": "3.11.7", "torch": "2.14.1"}, "command": "python reproduce/benchmark.py",
+        "machine": {"cpu": "AMD EPYC", "cpu_count": 2, "cpu_usable": 2, "torch_threads": 2, "load_avg_1m": 0.5,
+                    "cuda_devices": ["NVIDIA H200"]},
+        "settings": {"batch_size": 1, "warmup": 3, "iters": 20, "precisions": ["32-true", "bf16-mixed"],
+                     "cuda_warmup": 10, "cuda_iters": 50, "cuda": True, "elapsed_s": 61.0},
+        "mac_conventions": {"macs_conv_linear": "hooks", "macs_all": "flop counter"},
+        "models": [record, failed],
+    }
+
+
+def _row(md: str, *starts: str) -> list[str]:
+    line = next(line for line in md.splitlines() if line.startswith("| " + " | ".join(starts) + " |"))
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]  # escaped pipes stay in their cell
+
+
+def test_markdown_of_a_sample_document():
+    md = render_markdown(_sample_document())
+    assert "Absolute CPU times are only comparable within one run" in md
+    assert "`abc1234-dirty` (tracked code outside `results/` had uncommitted changes)" in md
+    assert _row(md, "cswin_unet", "3×224×224") == ["cswin_unet", "3×224×224", "23.57", "4.71", "5.01",
+                                                   "23.57", "4.71", "5.01"]
+    assert _row(md, "cswin_unet", "CPU", "fp32")[3:] == ["4.00", "1.00", "1,000.0", "1.00×", "48.0 / 210.0"]
+    assert _row(md, "cswin_unet", "CPU", "bf16 autocast")[3:] == ["6.00", "2.50", "400.0", "2.50×", "30.0 / 150.0"]
+    assert _row(md, "cswin_unet", "CUDA (NVIDIA H200)", "bf16 autocast")[6] == "2.50×"
+    assert "| cswin_unet | MACs, Conv + Linear only | 4,707,035,648 | 4,707,035,648 | exact |" in md
+    assert "| cswin_unet | MACs, all matrix products | 5,014,112,770 | 5,014,112,768 | +2 (+0.000%) |" in md
+    assert "| MACs, thop.profile as the official test.py" in md and "| not computed |" in md
+    assert f"{load_references()['cswin_unet']['source']} (`ablations/cswin_unet/benchmark_references.json`)" in md
+    failed = _row(md, "broken_net", "1×32×32×32")
+    assert "boom \\| bad" in failed[2] and len(failed) == 8  # pipe escaped, one cell per column
+    assert render_markdown(_sample_document()) == md  # deterministic
+
+
+def test_committed_markdown_is_the_rendering_of_the_committed_json():
+    data = json.loads((RESULTS / "benchmarks.json").read_text(encoding="utf-8"))
+    assert data["schema_version"] == benchmarks.SCHEMA_VERSION
+    assert (RESULTS / "benchmarks.md").read_text(encoding="utf-8") == render_markdown(data)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry script
+# --------------------------------------------------------------------------------------------
+def test_entry_script_reports_a_pattern_without_models_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "reproduce/benchmark.py", "--models", "cswin_unet_test", "--out-dir", str(tmp_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "include-test" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "benchmarks.json").exists()
