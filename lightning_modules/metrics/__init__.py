@@ -1,0 +1,63 @@
+"""Evaluation metrics, one module per named evaluation convention.
+
+* ``surface`` -- medpy's Dice and pooled-direction HD95 (hand-written: no library pools like medpy).
+* ``transunet`` -- TransUNet per-case rules (Synapse, ACDC): empty-mask rules, mean over cases then classes.
+* ``pixel_pooled`` -- binary DSC/SE/SP/ACC from counts pooled over a test set (skin lesions), torchmetrics.
+* ``summary`` -- the flat ``'/'`` metric keys (``flatten_metrics``) and the task-independent ``MetricReport``.
+
+Next conventions go in their own modules: ``miou.py`` (dataset-accumulated
+confusion matrix, mIoU), ``classification.py`` (top-k accuracy via torchmetrics),
+``image_quality.py`` (PSNR/SSIM via torchmetrics).
+
+Every public name is re-exported here (``from lightning_modules.metrics import
+case_dice_hd95``).
+"""
+from __future__ import annotations
+
+from lightning_modules.metrics.pixel_pooled import (
+    BinaryConfusionAccumulator,
+    PooledBinaryMetrics,
+    binary_confusion_counts,
+    binary_confusion_metrics,
+    confusion_metrics_from_counts,
+)
+from lightning_modules.metrics.summary import MetricReport, flatten_metrics, transunet_report
+from lightning_modules.metrics.surface import (
+    HD95Method,
+    crop_to_union,
+    medpy_dice,
+    medpy_hd95,
+    medpy_hd95_voxel,
+    surface_voxels,
+)
+from lightning_modules.metrics.transunet import (
+    case_dice_hd95,
+    flatten_summary,
+    per_class_case_metrics,
+    summarize_cases,
+)
+
+__all__ = [
+    # surface
+    "HD95Method",
+    "medpy_dice",
+    "medpy_hd95",
+    "medpy_hd95_voxel",
+    "surface_voxels",
+    "crop_to_union",
+    # transunet
+    "case_dice_hd95",
+    "per_class_case_metrics",
+    "summarize_cases",
+    "flatten_summary",
+    # pixel_pooled
+    "binary_confusion_counts",
+    "confusion_metrics_from_counts",
+    "binary_confusion_metrics",
+    "PooledBinaryMetrics",
+    "BinaryConfusionAccumulator",
+    # summary
+    "flatten_metrics",
+    "MetricReport",
+    "transunet_report",
+]
