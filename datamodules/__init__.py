@@ -1,18 +1,18 @@
-"""Datamodules reading each dataset's published on-disk format, and synthetic stand-ins."""
+"""Datamodules reading each dataset's published on-disk format, and synthetic stand-ins in the same formats.
+
+A datamodule that can write its own synthetic stand-in takes it as an option
+(``SynapseDataModule(synthetic=SyntheticSynapse(size=64))``), not as a subclass.
+"""
 from .errors import DatasetError
-from .synapse import SYNAPSE_CLASS_NAMES, SynapseDataModule
-from .synthetic import (
-    SyntheticSynapseDataModule,
-    default_cache_dir,
-    ensure_synthetic_synapse,
-    write_synthetic_synapse,
-)
+from .synapse import SynapseDataModule
+from .synapse_layout import SYNAPSE_CLASS_NAMES
+from .synthetic import SyntheticSynapse, default_cache_dir, ensure_synthetic_synapse, write_synthetic_synapse
 
 __all__ = [
     "DatasetError",
     "SYNAPSE_CLASS_NAMES",
     "SynapseDataModule",
-    "SyntheticSynapseDataModule",
+    "SyntheticSynapse",
     "default_cache_dir",
     "ensure_synthetic_synapse",
     "write_synthetic_synapse",

@@ -68,6 +68,18 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import DatasetError, describe_path
+from .synapse_layout import (
+    H5_SUFFIX,
+    LIST_DIR,
+    NPZ_SUFFIX,
+    SYNAPSE_CLASS_NAMES,
+    SYNAPSE_ENV_VAR,
+    TEST_DIR,
+    TEST_LIST,
+    TRAIN_DIR,
+    TRAIN_LIST,
+)
+from .synthetic import SyntheticSynapse
 from .files import check_listed_files, h5_volume_shape, load_h5_volume, load_npz_slice, read_list_file
 from .sampling import EpochShuffleSampler, loader_kwargs, start_epoch
 from .transforms import ResizeBackend, item_seed, reseed, resize_transform, synapse_train_transform
@@ -81,25 +93,6 @@ __all__ = [
     "SynapseVolumeDataset",
 ]
 
-SYNAPSE_CLASS_NAMES: tuple[str, ...] = (
-    "background",
-    "aorta",
-    "gallbladder",
-    "kidney_left",
-    "kidney_right",
-    "liver",
-    "pancreas",
-    "spleen",
-    "stomach",
-)
-SYNAPSE_ENV_VAR = "SYNAPSE_DATA_DIR"
-TRAIN_DIR = "train_npz"
-TEST_DIR = "test_vol_h5"
-LIST_DIR = "lists_Synapse"
-TRAIN_LIST = "train.txt"
-TEST_LIST = "test_vol.txt"
-NPZ_SUFFIX = ".npz"
-H5_SUFFIX = ".npy.h5"
 _LIST_HINT = (
     "The list files come from the TransUNet repository (lists/lists_Synapse: train.txt, test_vol.txt); "
     "copy them to <data root>/lists_Synapse/ or pass list_dir=<folder that contains them>"
@@ -241,15 +234,17 @@ class SynapseDataModule(L.LightningDataModule):
         max_train_slices: use only the first N names of ``train.txt`` (quick runs).
         resize_backend: ``"scipy"`` (the official ``ndimage.zoom``) or ``"opencv"``
             (faster, not bit-faithful); see :mod:`datamodules.transforms`.
+        synthetic: instead of reading ``data_dir``, generate the synthetic stand-in in
+            the same format (:class:`~datamodules.synthetic.SyntheticSynapse`: case
+            counts, size, seed, cache folder) on first use and read that. In a config:
+            ``synthetic: {num_train_cases: 4, size: 128}``.
 
     The training DataLoader keeps the last, incomplete batch and shuffles, as the
     official code (``shuffle=True``, ``drop_last=False``): 93 iterations per epoch
     for 2211 slices at batch 24.
     """
 
-    is_synthetic: bool = False
     env_var: str = SYNAPSE_ENV_VAR
-    _hparams_ignore: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -263,6 +258,7 @@ class SynapseDataModule(L.LightningDataModule):
         val_volumes: int = 0,
         max_train_slices: int | None = None,
         resize_backend: ResizeBackend = "scipy",
+        synthetic: SyntheticSynapse | None = None,
     ):
         super().__init__()
         if img_size < 1:
@@ -279,7 +275,9 @@ class SynapseDataModule(L.LightningDataModule):
             raise ValueError(f"max_train_slices must be None or positive, got {max_train_slices}")
         if resize_backend not in ("scipy", "opencv"):
             raise ValueError(f"resize_backend must be 'scipy' or 'opencv', got {resize_backend!r}")
-        self.save_hyperparameters(ignore=list(self._hparams_ignore))
+        if synthetic is not None and data_dir is not None:
+            raise ValueError("give either data_dir (the real release) or synthetic (a generated stand-in), not both")
+        self.save_hyperparameters()
         self.data_dir = data_dir
         self.list_dir = list_dir
         self.img_size = int(img_size)
@@ -290,12 +288,17 @@ class SynapseDataModule(L.LightningDataModule):
         self.val_volumes = int(val_volumes)
         self.max_train_slices = max_train_slices
         self.resize_backend = resize_backend
+        self.synthetic = synthetic
         self.train_dataset: SynapseTrainDataset | None = None
         self.val_dataset: SynapseSliceDataset | None = None
         self.test_dataset: SynapseVolumeDataset | None = None
         self.root: Path | None = None
 
     # -- metadata ------------------------------------------------------------------------
+    @property
+    def is_synthetic(self) -> bool:
+        return self.synthetic is not None
+
     @property
     def num_classes(self) -> int:
         return len(SYNAPSE_CLASS_NAMES)
@@ -309,8 +312,14 @@ class SynapseDataModule(L.LightningDataModule):
         return 2
 
     # -- paths ---------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            self.synthetic.ensure()
+
     def resolve_root(self) -> Path:
-        """The data root, checked to exist (argument first, then the environment variable)."""
+        """The data root, checked to exist (synthetic stand-in, else argument, else the environment variable)."""
+        if self.synthetic is not None:
+            return self.synthetic.ensure()
         if self.data_dir is not None:
             root, source = Path(self.data_dir).expanduser(), "the data_dir argument"
         else:

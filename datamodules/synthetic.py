@@ -2,7 +2,8 @@
 
 :func:`write_synthetic_synapse` writes a Synapse-like multi-organ "CT" set in
 exactly the TransUNet release layout, so the real :class:`SynapseDataModule`
-code path is what the tests and the quick runs exercise::
+code path is what the tests and the quick runs exercise (the datamodule's
+``synthetic=SyntheticSynapse(...)`` option generates and reads it)::
 
     <root>/train_npz/case0005_slice000.npz ...   image float32 (size, size) in [0, 1],
                                                  label uint8 (size, size) in 0..8
@@ -45,6 +46,7 @@ import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +54,7 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
-from .synapse import (
-    H5_SUFFIX,
-    LIST_DIR,
-    NPZ_SUFFIX,
-    TEST_DIR,
-    TEST_LIST,
-    TRAIN_DIR,
-    TRAIN_LIST,
-    ResizeBackend,
-    SynapseDataModule,
-)
+from .synapse_layout import H5_SUFFIX, LIST_DIR, NPZ_SUFFIX, TEST_DIR, TEST_LIST, TRAIN_DIR, TRAIN_LIST
 
 __all__ = [
     "FORMAT_VERSION",
@@ -71,7 +63,7 @@ __all__ = [
     "synthetic_synapse_case",
     "write_synthetic_synapse",
     "ensure_synthetic_synapse",
-    "SyntheticSynapseDataModule",
+    "SyntheticSynapse",
 ]
 
 FORMAT_VERSION = 1
@@ -304,62 +296,25 @@ def ensure_synthetic_synapse(
     return root
 
 
-class SyntheticSynapseDataModule(SynapseDataModule):
-    """:class:`SynapseDataModule` on a generated synthetic set (see the module docstring).
+@dataclass(frozen=True)
+class SyntheticSynapse:
+    """The synthetic stand-in a :class:`~datamodules.synapse.SynapseDataModule` can generate and read.
 
-    Same arguments as :class:`SynapseDataModule`, except that ``data_dir`` /
-    ``list_dir`` are replaced by ``cache_dir`` (default :func:`default_cache_dir`)
-    and the generation knobs ``num_train_cases``, ``num_test_cases``,
-    ``slices_per_case``, ``size`` and ``data_seed``. The set is generated in
-    ``prepare_data()`` (and in ``setup()`` if that did not run) and then read by
-    the real Synapse loader.
+    Given as the datamodule's ``synthetic`` option (``synthetic: {size: 64}`` in a config);
+    the fields are the arguments of :func:`ensure_synthetic_synapse` (``seed`` is the
+    generation seed, independent of the training seed; ``cache_dir`` defaults to
+    :func:`default_cache_dir`).
     """
 
-    is_synthetic: bool = True
-    _hparams_ignore = ("data_dir", "list_dir")
+    num_train_cases: int = 4
+    num_test_cases: int = 2
+    slices_per_case: int = 16
+    size: int = 128
+    seed: int = 0
+    cache_dir: str | None = None
 
-    def __init__(
-        self,
-        cache_dir: str | None = None,
-        num_train_cases: int = 4,
-        num_test_cases: int = 2,
-        slices_per_case: int = 16,
-        size: int = 128,
-        data_seed: int = 0,
-        img_size: int = 224,
-        batch_size: int = 24,
-        num_workers: int = 0,
-        augment: bool = True,
-        seed: int = 1234,
-        val_volumes: int = 0,
-        max_train_slices: int | None = None,
-        resize_backend: ResizeBackend = "scipy",
-    ):
-        super().__init__(
-            data_dir=None,
-            list_dir=None,
-            img_size=img_size,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            augment=augment,
-            seed=seed,
-            val_volumes=val_volumes,
-            max_train_slices=max_train_slices,
-            resize_backend=resize_backend,
-        )
-        self.cache_dir = cache_dir
-        self.generation_kwargs = {
-            "num_train_cases": int(num_train_cases),
-            "num_test_cases": int(num_test_cases),
-            "slices_per_case": int(slices_per_case),
-            "size": int(size),
-            "seed": int(data_seed),
-        }
-
-    def prepare_data(self) -> None:
-        ensure_synthetic_synapse(self.cache_dir, **self.generation_kwargs)
-
-    def resolve_root(self) -> Path:
-        root = ensure_synthetic_synapse(self.cache_dir, **self.generation_kwargs)
-        self.data_dir = str(root)
-        return super().resolve_root()
+    def ensure(self) -> Path:
+        """The set's folder, generated on first use."""
+        return ensure_synthetic_synapse(self.cache_dir, num_train_cases=self.num_train_cases,
+                                        num_test_cases=self.num_test_cases, slices_per_case=self.slices_per_case,
+                                        size=self.size, seed=self.seed)

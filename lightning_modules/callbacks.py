@@ -1,4 +1,4 @@
-"""Small named callbacks: exact resumption and segmentation overlays."""
+"""Small named callbacks (exact resumption, segmentation overlays) and the W&B logging helpers they share."""
 from __future__ import annotations
 
 import random
@@ -48,16 +48,51 @@ def run_dir(trainer: L.Trainer) -> Path:
     return Path(trainer.log_dir or trainer.default_root_dir)
 
 
+def wandb_loggers(trainer: L.Trainer) -> list:
+    """The trainer's ``WandbLogger`` instances (none when W&B is not configured)."""
+    return [logger for logger in trainer.loggers if type(logger).__name__ == "WandbLogger"]
+
+
 def log_figure(trainer: L.Trainer, fig, key: str, path: Path, caption: str) -> None:
-    """Save a figure as PNG beside the run and send it to every W&B logger."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    for logger in trainer.loggers:
-        if type(logger).__name__ == "WandbLogger":
+    """Save a figure as PNG beside the run (rank 0) and send it to every W&B logger."""
+    if trainer.is_global_zero:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        for logger in wandb_loggers(trainer):
             logger.log_image(key=key, images=[str(path)], caption=[caption])
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    lo, hi = float(image.min()), float(image.max())
+    return np.zeros(image.shape, np.uint8) if hi <= lo else ((image - lo) / (hi - lo) * 255).round().astype(np.uint8)
+
+
+def log_masks(trainer: L.Trainer, key: str, images, labels, predictions, class_names, captions) -> None:
+    """W&B's interactive overlay: ``wandb.Image(image, masks={"ground_truth": ..., "prediction": ...})``.
+
+    images: (H, W) floats; labels / predictions: (H, W) integer class maps; ``class_names`` index = label.
+    """
+    loggers = wandb_loggers(trainer)
+    if not loggers:
+        return
+    legend = {i: str(name) for i, name in enumerate(class_names)}
+    masks = [{"ground_truth": {"mask_data": np.asarray(gt, dtype=np.int64), "class_labels": legend},
+              "prediction": {"mask_data": np.asarray(pr, dtype=np.int64), "class_labels": legend}}
+             for gt, pr in zip(labels, predictions, strict=True)]
+    for logger in loggers:
+        logger.log_image(key=key, images=[_to_uint8(im) for im in images], masks=masks, caption=list(captions))
+
+
+def log_case_table(trainer: L.Trainer, key: str, report) -> None:
+    """A :class:`~lightning_modules.metrics.MetricReport`'s per-case rows as a ``wandb.Table``."""
+    columns = report.case_columns()
+    rows = [[row.get(column) for column in columns] for row in report.cases]
+    for logger in wandb_loggers(trainer):
+        logger.log_table(key=key, columns=columns, data=rows)
 
 
 class SegmentationOverlays(L.Callback):
@@ -66,6 +101,8 @@ class SegmentationOverlays(L.Callback):
     Validation: the ``num_samples`` validation slices with the most classes (chosen
     once, so every epoch shows the same slices) → ``overlays/val_epoch<E>.png``.
     Test: the slices with the most classes of the first test volume → ``overlays/test_<case>.png``.
+    Each figure also goes to W&B twice: the PNG, and one ``wandb.Image`` per slice
+    with ``masks=`` (ground truth and prediction, class labels), W&B's interactive overlay.
     """
 
     def __init__(self, num_samples: int = 4) -> None:
@@ -92,13 +129,15 @@ class SegmentationOverlays(L.Callback):
         with torch.no_grad():
             preds = pl_module(images).argmax(1).cpu().numpy()
         labels = [np.asarray(s["label"]) for s in samples]
-        fig = overlay_figure([s["image"][0].numpy() for s in samples], labels, list(preds),
-                             self._class_names(trainer, pl_module.num_classes),
-                             titles=[f"{s.get('case', '')} slice {int(s.get('slice', i))}" for i, s in
-                                     zip(self._val_indices, samples, strict=True)])
+        images = [s["image"][0].numpy() for s in samples]
+        names = self._class_names(trainer, pl_module.num_classes)
+        titles = [f"{s.get('case', '')} slice {int(s.get('slice', i))}"
+                  for i, s in zip(self._val_indices, samples, strict=True)]
+        fig = overlay_figure(images, labels, list(preds), names, titles=titles)
         epoch = trainer.current_epoch
         log_figure(trainer, fig, "val/overlays", run_dir(trainer) / "overlays" / f"val_epoch{epoch:03d}.png",
                    f"epoch {epoch}")
+        log_masks(trainer, "val/masks", images, labels, list(preds), names, [f"epoch {epoch}: {t}" for t in titles])
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx != 0 or not isinstance(outputs, dict) or "prediction" not in outputs:
@@ -106,7 +145,10 @@ class SegmentationOverlays(L.Callback):
         image, label, pred = outputs["image"], outputs["label"], outputs["prediction"]
         idx = self._pick(list(label))
         case = outputs.get("case", "case")
-        fig = overlay_figure([image[i] for i in idx], [label[i] for i in idx], [pred[i] for i in idx],
-                             self._class_names(trainer, pl_module.num_classes),
-                             titles=[f"{case} slice {i}" for i in idx])
+        names = self._class_names(trainer, pl_module.num_classes)
+        titles = [f"{case} slice {i}" for i in idx]
+        fig = overlay_figure([image[i] for i in idx], [label[i] for i in idx], [pred[i] for i in idx], names,
+                             titles=titles)
         log_figure(trainer, fig, "test/overlays", run_dir(trainer) / "overlays" / f"test_{case}.png", case)
+        log_masks(trainer, "test/masks", [image[i] for i in idx], [label[i] for i in idx], [pred[i] for i in idx],
+                  names, titles)

@@ -3,7 +3,10 @@
 Training: ``α·CE + β·Dice`` (the TransUNet-lineage soft Dice), any optimizer from the
 config (SGD in the papers), per-iteration poly decay. Testing: the TransUNet
 protocol — slice-wise inference with resize, medpy-convention Dice / HD95 per case
-and class without spacing — logged per class and written to ``test_metrics.json``.
+and class without spacing. After ``test`` the module holds ``test_report`` (a
+:class:`~lightning_modules.metrics.MetricReport`: flat ``test/mean_dice``,
+``test/dice/<organ>``, ... and one row per case), logs it, sends the per-case rows to
+W&B as a ``wandb.Table`` and writes it to ``test_metrics.json``.
 """
 from __future__ import annotations
 
@@ -18,10 +21,10 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics.segmentation import DiceScore
 
-from lightning_modules.callbacks import run_dir
+from lightning_modules.callbacks import log_case_table, run_dir
 from lightning_modules.inference import predict_volume_slicewise
 from lightning_modules.losses import CEDiceLoss
-from lightning_modules.metrics import flatten_summary, per_class_case_metrics, summarize_cases
+from lightning_modules.metrics import MetricReport, per_class_case_metrics, summarize_cases, transunet_report
 from lightning_modules.schedules import ScheduleName, build_schedule
 
 
@@ -44,7 +47,16 @@ class SegmentationModule(L.LightningModule):
         inference_size: slice size at test time (default: the datamodule's ``img_size``).
         test_slice_batch: slices per forward pass at test time.
         hd95_spacing: ``None`` = voxel units (the papers); a tuple switches to spacing-aware HD95.
+
+    The net's ``num_classes`` and ``img_size`` are linked from this module's
+    ``num_classes`` and the datamodule's ``img_size`` (:attr:`cli_links`).
     """
+
+    #: Arguments LightningCLI links for this task (see :mod:`lightning_modules.cli`).
+    cli_links = (
+        ("model.init_args.num_classes", "model.init_args.net.init_args.num_classes"),
+        ("data.init_args.img_size", "model.init_args.net.init_args.img_size"),
+    )
 
     def __init__(
         self,
@@ -68,6 +80,7 @@ class SegmentationModule(L.LightningModule):
         self.val_dice = DiceScore(num_classes, include_background=False, average="macro",
                                   aggregation_level="global", input_format="index")
         self._test_cases: dict[str, np.ndarray] = {}
+        self.test_report: MetricReport | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -79,8 +92,14 @@ class SegmentationModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=len(logits))
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=len(logits))
         return loss
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_classes = getattr(datamodule, "num_classes", None)
+        if data_classes is not None and int(data_classes) != self.num_classes:
+            raise ValueError(f"model.init_args.num_classes={self.num_classes} but the data set "
+                             f"{type(datamodule).__name__} has {data_classes} classes (background included)")
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.parameters())
@@ -91,17 +110,15 @@ class SegmentationModule(L.LightningModule):
                 group["initial_lr"] = group["lr"]
         total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer else 1
         scheduler = build_schedule(optimizer, self.hparams.lr_schedule, total, self.hparams.poly_power)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # "name" is the key LearningRateMonitor logs the LR under
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
 
     # ------------------------------------------------------------------ validation (monitoring only)
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch["image"])
         self.log("val/loss", self.loss(logits, batch["label"]), batch_size=len(logits))
         self.val_dice.update(logits.argmax(1), batch["label"])
-
-    def on_validation_epoch_end(self) -> None:
-        self.log("val/dice", self.val_dice.compute() * 100.0, prog_bar=True)
-        self.val_dice.reset()
+        self.log("val/dice", self.val_dice, prog_bar=True)  # a fraction; Lightning computes, syncs and resets it
 
     # ------------------------------------------------------------------ test (TransUNet protocol)
     def _inference_size(self) -> int:
@@ -127,17 +144,18 @@ class SegmentationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         names = list(getattr(self.trainer.datamodule, "class_names", []))[1:] or [
             f"class{i}" for i in range(1, self.num_classes)]
-        summary = summarize_cases(self._test_cases, names)
-        for key, value in flatten_summary(summary).items():
-            group = key.split("_", 1)[0] if key.startswith(("dice_", "hd95_")) else None
-            self.log(f"test/{group}/{key.split('_', 1)[1]}" if group else f"test/{key}", value)
-        summary["protocol"] = ("TransUNet slice-wise inference; medpy dc/hd95 per case and class, "
-                               + ("voxel units (no spacing)" if self.hparams.hd95_spacing is None
-                                  else f"spacing {self.hparams.hd95_spacing}"))
-        summary["data_kind"] = "synthetic" if getattr(self.trainer.datamodule, "is_synthetic", False) else "real"
-        self.test_summary = summary
+        protocol = ("TransUNet slice-wise inference; medpy dc/hd95 per case and class, "
+                    + ("voxel units (no spacing)" if self.hparams.hd95_spacing is None
+                       else f"spacing {self.hparams.hd95_spacing}"))
+        data_kind = "synthetic" if getattr(self.trainer.datamodule, "is_synthetic", False) else "real"
+        report = transunet_report(summarize_cases(self._test_cases, names),
+                                  meta={"protocol": protocol, "data_kind": data_kind})
+        self.test_report = report
+        for key, value in report.metrics.items():
+            self.log(key, value)
+        log_case_table(self.trainer, "test/cases", report)
+        path = run_dir(self.trainer) / "test_metrics.json"  # on every rank: trainer.log_dir broadcasts
         if self.trainer.is_global_zero:
-            path = run_dir(self.trainer) / "test_metrics.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            path.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
             self.test_metrics_path = Path(path)

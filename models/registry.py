@@ -8,16 +8,21 @@ evaluates it at, so generic code (benchmarks, shape tests) can build an input::
     def cswin_unet(**kwargs) -> nn.Module: ...
 
     net = create_model("cswin_unet", num_classes=9)
+
+Generic code that holds a network built from a config rather than by name (the
+ablation runner's complexity columns) asks :func:`input_size_for`, which finds the
+entry by the builder's return annotation (``-> CSWinUNet``).
 """
 from __future__ import annotations
 
 import fnmatch
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
-__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info"]
+__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info", "input_size_for"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,15 @@ class ModelInfo:
     @property
     def is_test_model(self) -> bool:
         return self.name.endswith("_test")
+
+    @property
+    def module_class(self) -> type | None:
+        """The class the builder is annotated to return (``None`` without an annotation)."""
+        try:
+            returned = typing.get_type_hints(self.builder).get("return")
+        except Exception:  # unresolvable annotation: no class to match
+            return None
+        return returned if isinstance(returned, type) else None
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -99,3 +113,25 @@ def list_models(pattern: str = "*", *, include_test: bool = True, paper: str | N
             continue
         names.append(key)
     return sorted(names)
+
+
+def input_size_for(net: nn.Module) -> tuple[int, ...] | None:
+    """The input size (no batch dimension) at which to measure ``net``; ``None`` if unregistered.
+
+    Channels and rank come from the registry entry whose builder returns
+    ``type(net)`` (a paper entry before its ``*_test`` one); the spatial size is the
+    net's own ``img_size`` when it has one (an int for every axis, or a tuple), so a
+    network configured for 128² is measured at 128².
+    """
+    _ensure_populated()
+    matches = [info for info in _REGISTRY.values() if info.module_class is type(net)]
+    if not matches:
+        return None
+    info = sorted(matches, key=lambda i: (i.is_test_model, i.name))[0]
+    size = getattr(net, "img_size", None)
+    if size is None:
+        return info.input_size
+    spatial = (int(size),) * info.spatial_dims if isinstance(size, int) else tuple(int(v) for v in size)
+    if len(spatial) != info.spatial_dims:
+        raise ValueError(f"{type(net).__name__}.img_size={size!r} does not have {info.spatial_dims} spatial dims")
+    return (info.input_size[0], *spatial)

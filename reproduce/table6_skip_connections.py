@@ -4,15 +4,10 @@
     python reproduce/table6_skip_connections.py --data-dir /data/Synapse  # the paper recipe, real data
     python reproduce/table6_skip_connections.py --help
 """
-from __future__ import annotations
+import _bootstrap  # noqa: F401  (the repository root on sys.path)
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ablations.cswin_unet.table6_skip_connections import TABLE  # noqa: E402
-from ablations.framework.runner import main  # noqa: E402
+from ablations.framework.runner import main
+from ablations.cswin_unet.table6_skip_connections import TABLE
 
 if __name__ == "__main__":
     main(TABLE)

@@ -10,13 +10,10 @@ Every option can be overridden on the command line, e.g.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import _bootstrap  # noqa: F401  (the repository root on sys.path)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from datamodules.errors import exit_on_dataset_error  # noqa: E402
-from lightning_modules.cli import ReproCLI  # noqa: E402
+from datamodules.errors import exit_on_dataset_error
+from lightning_modules.cli import ReproCLI
 
 
 def main() -> None:

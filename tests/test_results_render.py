@@ -8,18 +8,9 @@ from pathlib import Path
 import pytest
 
 from ablations.framework.render import format_delta, format_value, markdown_diff, render_markdown
-from ablations.framework.results import (
-    aggregate_runs,
-    compute_delta,
-    finalize_results,
-    git_commit,
-    library_versions,
-    load_results,
-    utc_now,
-    validate_results,
-    wandb_table,
-    write_results,
-)
+from ablations.framework.provenance import git_commit, git_dirty, library_versions, provenance, utc_now
+from ablations.framework.publish import wandb_table, write_results
+from ablations.framework.results import aggregate_runs, compute_delta, finalize_results, load_results, validate_results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "results"
@@ -245,6 +236,29 @@ def test_git_commit_and_utc_now(tmp_path):
     assert git_commit(tmp_path) == "unknown"  # not a repository
     now = utc_now()
     assert len(now) == 20 and now[10] == "T" and now.endswith("Z")
+    assert git_dirty(tmp_path) is None
+    record = provenance()
+    assert record["commit"].endswith("-dirty") == bool(record["dirty"])
+    assert record["environment"] == library_versions()
+
+
+def test_framework_modules_import_without_circles():
+    """results knows neither render nor publish; render knows results only; nothing imports the runner."""
+    import ast
+
+    framework = REPO_ROOT / "ablations" / "framework"
+
+    def imports(name: str) -> set[str]:
+        tree = ast.parse((framework / f"{name}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module.rsplit(".", 1)[-1] if node.level or "framework" in node.module else node.module)
+        return found
+
+    assert not {"render", "publish", "plots", "runner"} & imports("results")
+    assert not {"publish", "runner", "plots"} & imports("render")
+    assert "runner" not in imports("publish") | imports("catalog") | imports("table")
 
 
 # --------------------------------------------------------------------------- #

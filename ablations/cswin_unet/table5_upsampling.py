@@ -1,16 +1,11 @@
 """CSWin-UNet Table 5: upsampling strategy (bilinear vs transposed convolution vs CARAFE) on Synapse.
 
-    python ablations/cswin_unet/table5_upsampling.py [--quick | --data-dir /data/Synapse] [--only carafe] [--seeds 3]
+    python reproduce/table5_upsampling.py [--quick | --data-dir /data/Synapse] [--only carafe] [--seeds 3]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ablations.cswin_unet.common import COMPLEXITY_METRICS, NET, SEGMENTATION_METRICS, UNKNOWN, synapse_table  # noqa: E402
-from ablations.framework.table import Variant  # noqa: E402
+from ablations.cswin_unet.common import COMPLEXITY_METRICS, NET, SEGMENTATION_METRICS, UNKNOWN, synapse_table
+from ablations.framework.table import Variant
 
 TABLE = synapse_table(
     5, "upsampling", "Upsampling strategy",
@@ -26,8 +21,3 @@ TABLE = synapse_table(
     metrics=SEGMENTATION_METRICS + COMPLEXITY_METRICS,
     paper_says="The paper reports CARAFE as best, adding little compute over transposed convolution.",
 )
-
-if __name__ == "__main__":
-    from ablations.framework.runner import main
-
-    main(TABLE)

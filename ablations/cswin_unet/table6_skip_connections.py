@@ -2,17 +2,12 @@
 
 Skips are removed from the coarsest scale first (1/16, then 1/8, then 1/4), as the paper does.
 
-    python ablations/cswin_unet/table6_skip_connections.py [--quick | --data-dir /data/Synapse]
+    python reproduce/table6_skip_connections.py [--quick | --data-dir /data/Synapse]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ablations.cswin_unet.common import NET, UNKNOWN, synapse_table  # noqa: E402
-from ablations.framework.table import Variant  # noqa: E402
+from ablations.cswin_unet.common import NET, UNKNOWN, synapse_table
+from ablations.framework.table import Variant
 
 KEPT = {3: "1/4, 1/8, 1/16", 2: "1/4, 1/8", 1: "1/4", 0: "none"}
 
@@ -27,8 +22,3 @@ TABLE = synapse_table(
     notes=("A removed skip drops its concat + Linear; the upsampler output feeds the decoder stage directly "
            "(the paper does not say what replaces it). Per-organ Dice of every run is in the JSON.",),
 )
-
-if __name__ == "__main__":
-    from ablations.framework.runner import main
-
-    main(TABLE)

@@ -1,16 +1,11 @@
 """CSWin-UNet Table 7: CSWin blocks per stage (the decoder mirrors the encoder) on Synapse.
 
-    python ablations/cswin_unet/table7_block_depths.py [--quick | --data-dir /data/Synapse]
+    python reproduce/table7_block_depths.py [--quick | --data-dir /data/Synapse]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ablations.cswin_unet.common import COMPLEXITY_METRICS, NET, SEGMENTATION_METRICS, UNKNOWN, synapse_table  # noqa: E402
-from ablations.framework.table import Variant  # noqa: E402
+from ablations.cswin_unet.common import COMPLEXITY_METRICS, NET, SEGMENTATION_METRICS, UNKNOWN, synapse_table
+from ablations.framework.table import Variant
 
 DEPTHS = ((1, 1, 1, 1), (1, 2, 3, 1), (1, 2, 6, 1), (1, 2, 9, 1))
 
@@ -25,8 +20,3 @@ TABLE = synapse_table(
     paper_says="The paper keeps the last stage at 1 block and reports [1, 2, 9, 1] as best.",
     notes=("The settings other than [1, 2, 9, 1] are the project's choice: the paper's are unknown.",),
 )
-
-if __name__ == "__main__":
-    from ablations.framework.runner import main
-
-    main(TABLE)

@@ -1,16 +1,11 @@
 """CSWin-UNet Table 8: loss weights α (cross-entropy) and β (Dice) on Synapse.
 
-    python ablations/cswin_unet/table8_loss_weights.py [--quick | --data-dir /data/Synapse]
+    python reproduce/table8_loss_weights.py [--quick | --data-dir /data/Synapse]
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ablations.cswin_unet.common import UNKNOWN, synapse_table  # noqa: E402
-from ablations.framework.table import Variant  # noqa: E402
+from ablations.cswin_unet.common import UNKNOWN, synapse_table
+from ablations.framework.table import Variant
 
 WEIGHTS = ((1.0, 0.0), (0.0, 1.0), (0.6, 0.4), (0.5, 0.5), (0.4, 0.6))
 
@@ -26,8 +21,3 @@ TABLE = synapse_table(
                "released code uses α=0.4, β=0.6.",
     notes=("α=0.6/β=0.4 and α=β=0.5 are the project's choice for the two settings the paper does not name.",),
 )
-
-if __name__ == "__main__":
-    from ablations.framework.runner import main
-
-    main(TABLE)

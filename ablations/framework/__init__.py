@@ -1,34 +1,13 @@
-"""Shared machinery for the ablation tables: results schema, Markdown rendering, plots.
+"""The task-independent machinery behind every paper table.
 
-``results`` and ``render`` are imported eagerly (light); ``plots`` (matplotlib)
-and ``wandb`` are imported only when used.
+- ``table``: declaring a table (variants as config overrides, the paper's numbers as data);
+- ``catalog``: finding every table (``ablations/<paper>/table*.py``);
+- ``runner``: running one (each run trains and tests through LightningCLI and reports
+  its task module's ``test_report``);
+- ``results``: the results JSON schema, aggregation and validation;
+- ``render`` / ``plots``: Markdown and bar chart from the JSON; ``render_benchmarks``: the benchmark's Markdown;
+- ``publish``: writing JSON + Markdown + PNG, and the W&B summary run with its artifacts;
+- ``provenance``: commit, dirty flag, library versions and machine, for tables and benchmarks alike.
+
+Importing the package imports nothing heavy; import the submodules you need.
 """
-from .render import markdown_diff, render_file, render_markdown
-from .results import (
-    SCHEMA_VERSION,
-    aggregate_runs,
-    compute_delta,
-    finalize_results,
-    git_commit,
-    load_results,
-    utc_now,
-    validate_results,
-    wandb_table,
-    write_results,
-)
-
-__all__ = [
-    "SCHEMA_VERSION",
-    "aggregate_runs",
-    "compute_delta",
-    "finalize_results",
-    "git_commit",
-    "load_results",
-    "markdown_diff",
-    "render_file",
-    "render_markdown",
-    "utc_now",
-    "validate_results",
-    "wandb_table",
-    "write_results",
-]

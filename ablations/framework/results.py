@@ -1,11 +1,12 @@
 """Ablation-table results: the JSON schema, aggregation, and writing JSON + Markdown + PNG.
 
 A finished table is one JSON file ``results/<paper>/table<N>_<subject>.json``
-written by code; the Markdown next to it is rendered from the JSON only
-(:func:`ablations.framework.render.render_markdown`) and CI checks that every
-committed JSON re-renders to exactly its ``.md``; the PNG bar chart is drawn
-from the same JSON (:mod:`ablations.framework.plots`). No number is typed by
-hand.
+written by code (:func:`ablations.framework.publish.write_results`); the Markdown
+next to it is rendered from the JSON only (:mod:`ablations.framework.render`) and
+CI checks that every committed JSON re-renders to exactly its ``.md``; the PNG bar
+chart is drawn from the same JSON (:mod:`ablations.framework.plots`). No number is
+typed by hand. This module imports neither of them (no import circles:
+``publish`` → ``render``/``plots`` → ``results``).
 
 Schema (version 1)::
 
@@ -17,17 +18,17 @@ Schema (version 1)::
       "recipe": "reproduce/configs/cswin_unet/synapse.yaml",
       "overrides": {<dotted config key>: <value>, ...},   # common to every variant
       "commit": "abc1234", "created": "2026-11-22T10:00:00Z", "seeds": [1234],
-      "environment": {"python": "3.11.7", "torch": "2.14.1", ...},   # optional: library_versions()
+      "environment": {"python": "3.11.7", "torch": "2.14.1", ...},   # optional: provenance.library_versions()
       "paper_source": "where the paper's numbers come from",
       "metrics": [
-        {"name": "mean_dice", "label": "DSC (%)", "higher_is_better": true},
-        {"name": "mean_hd95", "label": "HD95", "higher_is_better": false,
+        {"name": "test/mean_dice", "label": "DSC (%)", "higher_is_better": true},
+        {"name": "test/mean_hd95", "label": "HD95", "higher_is_better": false,
          "decimals": 2}                                 # optional, default 2
       ],
       "variants": [
         {"name": "carafe", "description": "...",
          "overrides": {"model.init_args.net.init_args.upsampler": "carafe"},
-         "runs": [{"seed": 1234, "metrics": {"mean_dice": 71.2, "mean_hd95": 12.3, ...},
+         "runs": [{"seed": 1234, "metrics": {"test/mean_dice": 71.2, ...},
                    "run_dir": "runs/...", "wandb_run": "... or null"}],
          "mean": {<metric>: float | null}, "std": {...},
          "paper": {<metric>: float | null}, "delta": {<metric>: ours - paper | null},
@@ -46,13 +47,9 @@ filled in by hand.
 from __future__ import annotations
 
 import copy
-import importlib.metadata
 import json
 import math
-import platform
-import subprocess
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +64,7 @@ __all__ = [
     "finalize_results",
     "results_paths",
     "dumps_results",
-    "write_results",
     "load_results",
-    "git_commit",
-    "utc_now",
-    "library_versions",
-    "wandb_table",
 ]
 
 SCHEMA_VERSION = 1
@@ -81,7 +73,6 @@ _REQUIRED_TOP = (
     "schema", "paper", "table", "subject", "title", "dataset", "data_kind", "quick",
     "recipe", "commit", "created", "seeds", "paper_source", "metrics", "variants",
 )
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- #
@@ -294,28 +285,6 @@ def dumps_results(results: Mapping[str, Any]) -> str:
     return json.dumps(results, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def write_results(results: Mapping[str, Any], json_path: str | Path, *, plot: bool = True) -> Path:
-    """Finalise ``results`` and write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png``.
-
-    The Markdown is rendered from the JSON text just written (parsed back), so
-    re-rendering the committed JSON reproduces it byte for byte. ``plot=False``
-    skips the PNG. Returns the Markdown path.
-    """
-    from .render import render_markdown
-
-    json_p, md_p, png_p = results_paths(json_path)
-    text = dumps_results(finalize_results(results))
-    final = json.loads(text)
-    json_p.parent.mkdir(parents=True, exist_ok=True)
-    json_p.write_text(text, encoding="utf-8")
-    md_p.write_text(render_markdown(final), encoding="utf-8")
-    if plot:
-        from .plots import save_plot
-
-        save_plot(final, png_p)
-    return md_p
-
-
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read and validate a results JSON file."""
     path = Path(path)
@@ -328,71 +297,3 @@ def load_results(path: str | Path) -> dict[str, Any]:
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
     return results
-
-
-def git_commit(repo_dir: str | Path | None = None) -> str:
-    """Short hash of ``HEAD`` (this repository by default), ``-dirty`` if tracked code changed; or ``"unknown"``."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=str(repo_dir or _REPO_ROOT),
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = out.stdout.strip()
-    if not commit:
-        return "unknown"
-    # Uncommitted changes to tracked code (results/ aside) make the hash an incomplete record.
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
-                            cwd=str(repo_dir or _REPO_ROOT), capture_output=True, text=True, timeout=10)
-    return commit + ("-dirty" if status.returncode == 0 and status.stdout.strip() else "")
-
-
-def utc_now() -> str:
-    """Current UTC time as ``YYYY-MM-DDTHH:MM:SSZ``."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# Packages whose version can change a run's numbers with the same commit and seed
-# (augmentation and resizing: albumentations / OpenCV / SciPy; everything else: torch).
-_TRACKED_PACKAGES = ("torch", "lightning", "numpy", "scipy", "albumentations", "opencv-python-headless", "medpy")
-
-
-def library_versions() -> dict[str, str]:
-    """``{"python": ..., package: version}`` of the packages that can change results; missing ones omitted."""
-    versions = {"python": platform.python_version()}
-    for package in _TRACKED_PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-# --------------------------------------------------------------------------- #
-# Weights & Biases
-# --------------------------------------------------------------------------- #
-def wandb_table(results: Mapping[str, Any]):
-    """The finished table as a ``wandb.Table``.
-
-    Columns: ``variant``, then for each metric ``<name>_mean``, ``<name>_std``,
-    ``<name>_paper`` (``None`` where unknown). ``wandb`` is imported here only.
-    """
-    import wandb
-
-    final = finalize_results(results)
-    names = [m["name"] for m in final["metrics"]]
-    columns = ["variant"]
-    for n in names:
-        columns += [f"{n}_mean", f"{n}_std", f"{n}_paper"]
-    rows = []
-    for v in final["variants"]:
-        row: list[Any] = [v["name"]]
-        for n in names:
-            row += [v["mean"][n], v["std"][n], v["paper"][n]]
-        rows.append(row)
-    return wandb.Table(columns=columns, data=rows)

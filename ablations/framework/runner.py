@@ -1,26 +1,38 @@
 """Run every variant of an :class:`AblationTable`, then write and log the finished table.
 
-Each variant × seed is one LightningCLI run of the paper's recipe with the variant's
-overrides (written to ``overrides.yaml`` beside the run, so the exact command can be
-repeated), trained and then tested on the test volumes with the final weights. It
-logs to a CSV logger and to W&B (``group=<paper>-table<N>``, ``job_type``, tags
-``[paper, dataset, table<N>, variant, data kind]``, name ``<variant>-s<seed>``).
-The finished table goes to ``results/<paper>/table<N>_<subject>[.<mode>].json`` (+ the
-Markdown rendered from it and a bar chart), and to W&B as a ``wandb.Table`` + image.
+The runner knows no task. Each variant × seed is one LightningCLI run of the
+paper's recipe with the variant's overrides (written to ``overrides.yaml`` beside
+the run, so the exact command can be repeated), trained and then tested with the
+final weights. What it tabulates is what the task's LightningModule reports after
+``test`` in ``test_report`` (a :class:`lightning_modules.metrics.MetricReport`:
+flat ``/`` metric keys and a per-case table), plus parameters and MACs at the
+network's registry input size (:func:`models.registry.input_size_for`).
+
+Each run logs to a CSV logger and to W&B (``group=<paper>-table<N>``, ``job_type``,
+tags ``[paper, dataset, table<N>, variant, data kind]``, name ``<variant>-s<seed>``).
+A finished run leaves ``record.json`` in its folder; running the table again reuses
+finished runs whose configuration is unchanged, so an interrupted table continues
+with the missing runs only (``--restart`` trains everything again). The finished
+table goes to ``results/<paper>/table<N>_<subject>[.<mode>].json`` (+ the Markdown
+rendered from it and a bar chart), and to a W&B summary run with the
+``wandb.Table``, the chart, and the results files and final checkpoints as artifacts.
 
 Command line (every table script accepts it)::
 
     --quick            reduced width and schedule (default when no --data-dir is given)
     --full             the paper recipe (default with --data-dir)
-    --data-dir PATH    the real data set; without it, synthetic data in the same format
+    --data-dir PATH    the real data set; without it, the table's synthetic stand-in
     --only NAME        run only this variant (repeatable)
-    --seeds N          number of seeds (from the table's seeds, then 1235, 1236, ...)
+    --seeds N          number of seeds (from the table's seeds, then the next integers)
+    --restart          ignore finished runs of an earlier, interrupted invocation
     --dry-run          build every variant's model and data module, train nothing
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import shutil
 import sys
 import time
@@ -31,11 +43,12 @@ from typing import Any
 import torch
 import yaml
 
-from ablations.framework.results import git_commit, library_versions, utc_now, write_results
+from ablations.framework.provenance import REPO_ROOT, git_commit, library_versions, utc_now
+from ablations.framework.publish import log_summary_run, write_results
 from ablations.framework.table import AblationTable, Variant
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WANDB_PROJECT = "repro-seg"
+RECORD_FILE = "record.json"
 
 
 def nest(dotted: dict[str, Any]) -> dict[str, Any]:
@@ -52,12 +65,6 @@ def nest(dotted: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def results_path(table: AblationTable, data_kind: str, quick: bool, out_dir: Path) -> Path:
-    """``table5_upsampling.json`` for the paper recipe on real data, else ``table5_upsampling.<mode>.json``."""
-    mode = "" if (data_kind == "real" and not quick) else f".{'quick-' if quick else ''}{data_kind}"
-    return out_dir / table.paper / f"{table.key}{mode}.json"
-
-
 def run_overrides(
     table: AblationTable, variant: Variant, seed: int, run_dir: Path, data_dir: str | None, quick: bool,
     wandb_project: str,
@@ -65,8 +72,7 @@ def run_overrides(
     """The dotted overrides of one run: the table's, the variant's, seeds, data and loggers."""
     data_kind = "real" if data_dir else "synthetic"
     overrides: dict[str, Any] = {**table.overrides, **variant.overrides}
-    overrides["seed_everything"] = seed
-    overrides["data.init_args.seed"] = seed
+    overrides["seed_everything"] = seed  # linked to data.init_args.seed
     if data_dir:
         overrides["data.init_args.data_dir"] = str(data_dir)
     overrides["trainer.default_root_dir"] = str(run_dir)
@@ -82,11 +88,15 @@ def run_overrides(
 
 
 def config_files(table: AblationTable, quick: bool, data_dir: str | None) -> list[Path]:
+    """The recipe, then the quick layer, then the synthetic-data layer (without ``--data-dir``)."""
     files = [REPO_ROOT / table.recipe]
     if quick:
         files.append(REPO_ROOT / table.quick_recipe)
     if not data_dir:
-        files.append(REPO_ROOT / "reproduce" / "configs" / "_base_" / f"synthetic_{table.dataset}.yaml")
+        files.append(REPO_ROOT / table.synthetic_data)
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"table {table.key}: config file(s) not found: {', '.join(missing)}")
     return files
 
 
@@ -104,13 +114,21 @@ def build_cli(files: list[Path], overrides_file: Path):
         sys.argv = argv
 
 
-def complexity_metrics(net: torch.nn.Module, img_size: int) -> dict[str, float]:
-    """Parameters (M) and conv+linear MACs (G) of the network at its training input size."""
+def complexity_metrics(net: torch.nn.Module) -> dict[str, float]:
+    """Parameters (M) and conv+linear MACs (G) of the network at its registry input size."""
     from lightning_modules.complexity import count_parameters, macs_conv_linear
+    from models.registry import input_size_for
 
     params = count_parameters(net).total
-    x = torch.zeros(1, 1, img_size, img_size, device=next(net.parameters()).device)
-    return {"params_m": params / 1e6, "gmacs": macs_conv_linear(net, x) / 1e9}
+    size = input_size_for(net)
+    if size is None:
+        return {"params_m": params / 1e6}
+    x = torch.zeros(1, *size, device=next(net.parameters()).device)
+    was_training = net.training
+    try:
+        return {"params_m": params / 1e6, "gmacs": macs_conv_linear(net, x) / 1e9}
+    finally:
+        net.train(was_training)
 
 
 def display_path(path: str | Path | None) -> str | None:
@@ -121,17 +139,64 @@ def display_path(path: str | Path | None) -> str | None:
     return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
 
 
+def _fingerprint(files: list[Path], overrides: dict[str, Any]) -> str:
+    """Hash of everything that defines a run: the config files' text and the overrides."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    digest.update(json.dumps(overrides, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+def _finished_record(run_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    path = run_dir / RECORD_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if record.get("fingerprint") == fingerprint else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _test_metrics(model) -> dict[str, float]:
+    report = getattr(model, "test_report", None)
+    if report is None or not hasattr(report, "metrics"):
+        raise TypeError(f"{type(model).__name__} reported no test results: a task LightningModule sets "
+                        "self.test_report (lightning_modules.metrics.MetricReport) in on_test_epoch_end")
+    return dict(report.metrics)
+
+
+def _last_checkpoint(trainer) -> str | None:
+    callback = getattr(trainer, "checkpoint_callback", None)
+    path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+    return path or None
+
+
 def run_one(table: AblationTable, variant: Variant, seed: int, *, quick: bool, data_dir: str | None,
-            runs_root: Path, wandb_project: str, dry_run: bool = False) -> dict[str, Any]:
-    """Train + test one variant with one seed; returns the run record of the results JSON."""
+            runs_root: Path, wandb_project: str, dry_run: bool = False, restart: bool = False) -> dict[str, Any]:
+    """Train + test one variant with one seed; returns the run record of the results JSON.
+
+    A finished run with the same configuration (its ``record.json``) is reused unless ``restart``.
+    """
     run_dir = runs_root / f"{variant.name}-s{seed}"
+    overrides = run_overrides(table, variant, seed, run_dir, data_dir, quick, wandb_project)
+    files = config_files(table, quick, data_dir)
+    fingerprint = _fingerprint(files, overrides)
+    if not (dry_run or restart):
+        finished = _finished_record(run_dir, fingerprint)
+        if finished is not None:
+            finished["reused"] = True
+            return finished
     if run_dir.exists() and not dry_run:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    overrides = run_overrides(table, variant, seed, run_dir, data_dir, quick, wandb_project)
     overrides_file = run_dir / "overrides.yaml"
     overrides_file.write_text(yaml.safe_dump(nest(overrides), sort_keys=False))
-    files = config_files(table, quick, data_dir)
     cli = build_cli(files, overrides_file)
     shown = " ".join(f"--config {display_path(f)}" for f in [*files, overrides_file])
     command = f"python reproduce/train.py fit {shown}"
@@ -141,14 +206,14 @@ def run_one(table: AblationTable, variant: Variant, seed: int, *, quick: bool, d
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
     trainer.test(model, datamodule=datamodule, verbose=False)
-    from lightning_modules.metrics import flatten_summary
-
-    metrics = flatten_summary(model.test_summary)
-    metrics.update(complexity_metrics(model.net, datamodule.img_size))
+    metrics = _test_metrics(model)
+    metrics.update(complexity_metrics(model.net))
     metrics["train_test_seconds"] = time.perf_counter() - started
     wandb_run = _finish_wandb(trainer)
-    return {"seed": seed, "metrics": metrics, "run_dir": display_path(run_dir), "wandb_run": display_path(wandb_run),
-            "command": command}
+    record = {"seed": seed, "metrics": metrics, "run_dir": display_path(run_dir), "wandb_run": display_path(wandb_run),
+              "command": command, "checkpoint": display_path(_last_checkpoint(trainer)), "fingerprint": fingerprint}
+    _write_atomic(run_dir / RECORD_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
 
 
 def _finish_wandb(trainer) -> str | None:
@@ -162,25 +227,6 @@ def _finish_wandb(trainer) -> str | None:
             wandb.finish()
             return str(Path(where).parent) if where else None
     return None
-
-
-def log_table_to_wandb(
-    table: AblationTable, results: dict, png: Path, wandb_project: str, runs_root: Path
-) -> str | None:
-    """One summary run per table: the ``wandb.Table`` and the bar chart with error bars."""
-    import wandb
-
-    from ablations.framework.results import wandb_table
-
-    tags = [table.paper, table.dataset, f"table{table.number}", results["data_kind"]]
-    run = wandb.init(project=wandb_project, group=table.group, job_type="table", name=f"{table.key}-summary",
-                     dir=str(runs_root), tags=tags,
-                     config={"quick": results["quick"], "seeds": results["seeds"], "recipe": results["recipe"]},
-                     reinit="finish_previous")
-    run.log({f"{table.key}/table": wandb_table(results), f"{table.key}/chart": wandb.Image(str(png))})
-    where = getattr(run, "dir", None)
-    run.finish()
-    return str(Path(where).parent) if where else None
 
 
 def parse_args(table: AblationTable, argv: list[str] | None) -> argparse.Namespace:
@@ -199,6 +245,8 @@ def parse_args(table: AblationTable, argv: list[str] | None) -> argparse.Namespa
     parser.add_argument("--out-dir", default=str(REPO_ROOT / "results"), help="where the table's JSON/MD/PNG go")
     parser.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="where each run's logs go")
     parser.add_argument("--wandb-project", default=DEFAULT_WANDB_PROJECT)
+    parser.add_argument("--restart", action="store_true",
+                        help="train every run again, even those an interrupted invocation finished")
     parser.add_argument("--dry-run", action="store_true", help="build every variant, train nothing")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -225,6 +273,8 @@ def main(table: AblationTable, argv: list[str] | None = None) -> Path | None:
 
 
 def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
+    from tqdm.auto import tqdm
+
     from lightning_modules.cli import configure_wandb_defaults
 
     # Each run folder holds its overrides.yaml before the CSV logger starts writing there.
@@ -243,24 +293,33 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
               "they are not comparable to the paper's.")
     started = time.perf_counter()
     records: dict[str, list[dict]] = {}
-    total = len(variants) * len(seeds)
-    for i, variant in enumerate(variants):
-        for j, seed in enumerate(seeds):
-            print(f"\n[{i * len(seeds) + j + 1}/{total}] {variant.name} (seed {seed}) — {variant.description}")
-            record = run_one(table, variant, seed, quick=quick, data_dir=args.data_dir, runs_root=runs_root,
-                             wandb_project=args.wandb_project, dry_run=args.dry_run)
-            records.setdefault(variant.name, []).append(record)
-            if not args.dry_run:
-                shown = ", ".join(f"{m.label} {record['metrics'].get(m.name, float('nan')):.{m.decimals}f}"
-                                  for m in table.metrics)
-                print(f"    → {shown}  ({record['metrics']['train_test_seconds']:.0f} s)")
+    jobs = [(v, seed) for v in variants for seed in seeds]
+    bar = tqdm(jobs, desc=table.key, unit="run", dynamic_ncols=True)
+    for variant, seed in bar:
+        bar.set_postfix_str(f"{variant.name} s{seed}")
+        tqdm.write(f"\n[{variant.name} seed {seed}] {variant.description}")
+        record = run_one(table, variant, seed, quick=quick, data_dir=args.data_dir, runs_root=runs_root,
+                         wandb_project=args.wandb_project, dry_run=args.dry_run, restart=args.restart)
+        records.setdefault(variant.name, []).append(record)
+        if not args.dry_run:
+            shown = ", ".join(f"{m.label} {record['metrics'].get(m.name, float('nan')):.{m.decimals}f}"
+                              for m in table.metrics)
+            how = "reused a finished run" if record.get("reused") else f"{record['metrics']['train_test_seconds']:.0f} s"
+            tqdm.write(f"    → {shown}  ({how})")
+    bar.close()
     if args.dry_run:
-        print(f"\nbuilt {total} runs; nothing trained (--dry-run)")
+        print(f"\nbuilt {len(jobs)} runs; nothing trained (--dry-run)")
         return None
+    reused = sum(1 for runs in records.values() for r in runs if r.get("reused"))
+    notes = list(table.notes) + [f"wall time of all runs: {time.perf_counter() - started:.0f} s "
+                                 f"({torch.get_num_threads()} CPU threads, "
+                                 f"{'CUDA' if torch.cuda.is_available() else 'CPU only'})"
+                                 + (f"; {reused} finished run(s) of an interrupted invocation reused" if reused else "")]
     results = {
         "schema": 1, "paper": table.paper, "table": table.number, "subject": table.subject, "title": table.title,
         "dataset": table.dataset, "data_kind": data_kind, "quick": quick, "recipe": table.recipe,
-        "overrides": {**table.overrides, **({"quick_recipe": table.quick_recipe} if quick else {})},
+        "overrides": {**table.overrides, **({"quick_recipe": table.quick_recipe} if quick else {}),
+                      **({"synthetic_data": table.synthetic_data} if data_kind == "synthetic" else {})},
         "commit": git_commit(), "environment": library_versions(), "created": utc_now(), "seeds": seeds,
         "paper_source": table.paper_source,
         "metrics": [m.as_dict() for m in table.metrics],
@@ -270,14 +329,16 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
              "runs": [{k: r[k] for k in ("seed", "metrics", "run_dir", "wandb_run")} for r in records[v.name]]}
             for v in variants
         ],
-        "notes": list(table.notes) + [f"wall time of all runs: {time.perf_counter() - started:.0f} s "
-                                      f"({torch.get_num_threads()} CPU threads, "
-                                      f"{'CUDA' if torch.cuda.is_available() else 'CPU only'})"],
+        "notes": notes,
     }
-    json_path = results_path(table, data_kind, quick, Path(args.out_dir))
+    json_path = table.results_file(Path(args.out_dir), data_kind=data_kind, quick=quick)
     md_path = write_results(results, json_path)
-    wandb_dir = log_table_to_wandb(table, json.loads(json_path.read_text()), json_path.with_suffix(".png"),
-                                   args.wandb_project, runs_root)
+    checkpoints = {f"{name}-s{r['seed']}": REPO_ROOT / r["checkpoint"] if r.get("checkpoint") else None
+                   for name, runs in records.items() for r in runs}
+    tags = [table.paper, table.dataset, f"table{table.number}", data_kind]
+    wandb_dir = log_summary_run(json.loads(json_path.read_text()), json_path, project=args.wandb_project,
+                                group=table.group, name=f"{table.key}-summary", tags=tags, runs_root=runs_root,
+                                checkpoints=checkpoints)
     print(f"\nresults: {json_path}\n         {md_path}\n         {json_path.with_suffix('.png')}")
     print(f"runs (CSV logs, configs, overlays, checkpoints): {runs_root}")
     print(f"W&B: group {table.group!r} in project {args.wandb_project!r}, mode {_wandb_mode()}"
@@ -290,6 +351,4 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
 
 
 def _wandb_mode() -> str:
-    import os
-
     return os.environ.get("WANDB_MODE", "offline")

@@ -5,14 +5,20 @@ hands it to :func:`ablations.framework.runner.main`. Overrides are dotted keys o
 LightningCLI config, exactly what one would type after ``--`` on the command line::
 
     Variant("bilinear", {"model.init_args.net.init_args.upsampler": "bilinear"},
-            paper={"mean_dice": None, "mean_hd95": None})
+            paper={"test/mean_dice": None, "test/mean_hd95": None})
+
+Metric names are keys of what a run reports: the task module's flat test metrics
+(``test/mean_dice``, ``test/dice/aorta``, ``test/top1`` ...; see
+:class:`lightning_modules.metrics.MetricReport`) plus the runner's own columns
+(``params_m``, ``gmacs``, ``train_test_seconds``). Nothing here knows the task.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Metric", "Variant", "AblationTable", "DICE", "HD95", "PARAMS", "GMACS"]
+__all__ = ["Metric", "Variant", "AblationTable", "PARAMS", "GMACS", "SECONDS"]
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,10 @@ class Metric:
                 "decimals": self.decimals}
 
 
-DICE = Metric("mean_dice", "DSC (%)", True)
-HD95 = Metric("mean_hd95", "HD95 (voxels)", False)
+# The runner's own columns (any task).
 PARAMS = Metric("params_m", "Params (M)", False, decimals=3)
 GMACS = Metric("gmacs", "MACs (G, conv+linear)", False, decimals=3)
+SECONDS = Metric("train_test_seconds", "Train + test (s)", False, decimals=0)
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,12 @@ class AblationTable:
     """A paper table to reproduce.
 
     ``recipe`` is the paper's full config; ``quick_recipe`` is layered on top for
-    ``--quick`` (synthetic data, reduced width and schedule); ``overrides`` apply to
-    every variant. ``paper_source`` says where the paper's numbers come from.
+    ``--quick`` (reduced width and schedule); ``synthetic_data`` is the config layered
+    last when no ``--data-dir`` is given (the data set's synthetic stand-in in the
+    same on-disk format). ``overrides`` apply to every variant. ``paper_source`` says
+    where the paper's numbers come from. ``script`` is the entry under ``reproduce/``
+    (``table5_upsampling`` by default; a later paper with another Table 5 names
+    itself, e.g. ``table6_dlka_skip_connections``).
     """
 
     paper: str
@@ -61,12 +71,14 @@ class AblationTable:
     dataset: str
     recipe: str
     quick_recipe: str
+    synthetic_data: str
     metrics: tuple[Metric, ...]
     variants: tuple[Variant, ...]
     paper_source: str
     seeds: tuple[int, ...] = (1234,)
     overrides: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    script: str | None = None
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -82,6 +94,17 @@ class AblationTable:
     def key(self) -> str:
         """``table5_upsampling``: the file stem under ``results/<paper>/``."""
         return f"table{self.number}_{self.subject}"
+
+    @property
+    def command(self) -> str:
+        """``python reproduce/<script>.py``: how users run this table."""
+        return f"python reproduce/{self.script or self.key}.py"
+
+    def results_file(self, out_dir: Path, *, data_kind: str, quick: bool) -> Path:
+        """``<out_dir>/<paper>/table5_upsampling.json`` for the paper recipe on real data, else
+        ``table5_upsampling.<quick-synthetic|synthetic|quick-real>.json``."""
+        mode = "" if (data_kind == "real" and not quick) else f".{'quick-' if quick else ''}{data_kind}"
+        return Path(out_dir) / self.paper / f"{self.key}{mode}.json"
 
     @property
     def group(self) -> str:

@@ -2,7 +2,8 @@
 
 A fixture case (``../shared/fixtures/official/<paper>/<component>/<case>/``, see
 that folder's README) names a ``component`` id such as ``cswin_unet/carafe``. Each
-paper's adapter module here registers, per id, how to
+paper's adapter module here (discovered: every ``models/official/<paper>.py``)
+registers, per id, how to
 
 * ``build``   our module from the official constructor ``config`` (official names),
 * ``convert`` the official ``state_dict`` into our layout (for a built module),
@@ -13,8 +14,10 @@ prints which fixture components are covered.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +62,14 @@ def register_component(component: str, *, build: Builder, convert: Converter, ru
 
 
 def components() -> dict[str, OfficialComponent]:
-    """All registered component adapters, by id (imports every paper's adapter module)."""
-    from models.official import cswin_unet  # noqa: F401
+    """All registered component adapters, by id.
 
+    Every module of this package (one per paper: ``models/official/<paper>.py``) is
+    imported once; importing it registers its components. A new paper adds a file.
+    """
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
     return dict(_COMPONENTS)
 
 

@@ -14,7 +14,7 @@ from datamodules import synthetic
 from datamodules.synapse import SynapseDataModule
 from datamodules.synthetic import (
     MARKER_FILE,
-    SyntheticSynapseDataModule,
+    SyntheticSynapse,
     default_cache_dir,
     ensure_synthetic_synapse,
     write_synthetic_synapse,
@@ -194,10 +194,13 @@ def test_cache_dir_and_ensure(tmp_path, monkeypatch, capsys):
 
 
 def test_synthetic_datamodule_reads_through_the_real_loader(tmp_path, capsys):
-    knobs = {"num_train_cases": 1, "num_test_cases": 1, "slices_per_case": 5, "size": 40, "data_seed": 2}
-    dm = SyntheticSynapseDataModule(cache_dir=str(tmp_path), img_size=32, batch_size=2, val_volumes=1, **knobs)
+    knobs = {"num_train_cases": 1, "num_test_cases": 1, "slices_per_case": 5, "size": 40, "seed": 2}
+    dm = SynapseDataModule(synthetic=SyntheticSynapse(cache_dir=str(tmp_path), **knobs), img_size=32, batch_size=2,
+                           val_volumes=1)
     assert dm.is_synthetic is True and SynapseDataModule(data_dir="x").is_synthetic is False
-    assert "data_dir" not in dm.hparams and dm.hparams["data_seed"] == 2 and dm.hparams["img_size"] == 32
+    assert dm.hparams["synthetic"].seed == 2 and dm.hparams["img_size"] == 32
+    with pytest.raises(ValueError, match="not both"):
+        SynapseDataModule(data_dir="x", synthetic=SyntheticSynapse())
     dm.prepare_data()
     assert "Synthetic Synapse data set written to" in capsys.readouterr().out
     dm.setup("fit")
@@ -211,11 +214,12 @@ def test_synthetic_datamodule_reads_through_the_real_loader(tmp_path, capsys):
     assert test["image"].shape == (1, 5, 40, 40) and test["case"] == ["case0008"]
 
     # the same batches as SynapseDataModule pointed at the generated folder
-    real = SynapseDataModule(data_dir=dm.data_dir, img_size=32, batch_size=2)
+    real = SynapseDataModule(data_dir=str(dm.root), img_size=32, batch_size=2)
     real.setup("fit")
     assert torch.equal(next(iter(real.train_dataloader()))["image"], train["image"])
 
     # setup() alone also generates (e.g. when prepare_data ran on another node)
-    fresh = SyntheticSynapseDataModule(cache_dir=str(tmp_path / "new"), img_size=16, batch_size=2, **knobs)
+    fresh = SynapseDataModule(synthetic=SyntheticSynapse(cache_dir=str(tmp_path / "new"), **knobs), img_size=16,
+                              batch_size=2)
     fresh.setup("fit")
     assert len(fresh.train_dataset) == 5

@@ -24,7 +24,7 @@ def test_train_cli_reports_a_missing_data_root(tmp_path, monkeypatch, capsys):
     missing = tmp_path / "no_such_synapse"
     argv = ["train.py", "fit"] + [a for f in SMOKE for a in ("--config", str(f))] + [
         "--data.class_path", "datamodules.synapse.SynapseDataModule",
-        "--data.init_args.data_dir", str(missing),
+        "--data.init_args.data_dir", str(missing), "--data.init_args.synthetic", "null",
         "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
     ]
     monkeypatch.setattr(sys, "argv", argv)

@@ -1,0 +1,57 @@
+"""The table runner, results and render know no task: a toy classification table runs through them unchanged."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ablations.framework import runner
+from ablations.framework.render import render_file
+
+
+@pytest.fixture()
+def toy_table():
+    from tests.toy_task.table import TABLE
+
+    return TABLE
+
+
+def _run(table, tmp_path, *extra):
+    return runner.main(table, ["--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "results"),
+                               "--seeds", "2", *extra])
+
+
+def test_a_classification_table_runs_through_the_unchanged_runner(toy_table, tmp_path, capsys):
+    json_path = _run(toy_table, tmp_path)
+    assert json_path == tmp_path / "results" / "toy" / "table1_width.quick-synthetic.json"
+    results = json.loads(json_path.read_text())
+    assert [m["name"] for m in results["metrics"]] == ["test/top1", "params_m", "gmacs"]
+    w16 = results["variants"][1]
+    assert [r["seed"] for r in w16["runs"]] == [3, 4]
+    assert 0.0 <= w16["mean"]["test/top1"] <= 100.0
+    assert w16["delta"]["test/top1"] == pytest.approx(w16["mean"]["test/top1"] - 90.0)
+    # complexity from the registry's input size (8,): 8·16 + 16·3 MACs
+    assert w16["runs"][0]["metrics"]["gmacs"] == pytest.approx((8 * 16 + 16 * 3) / 1e9)
+    assert w16["runs"][0]["metrics"]["params_m"] == pytest.approx((8 * 16 + 16 + 16 * 3 + 3) / 1e6)
+    assert render_file(json_path) == json_path.with_suffix(".md").read_text()
+    assert json_path.with_suffix(".png").is_file()
+    # each run's folder: its overrides, its checkpoint and its finished-run record
+    run_dir = tmp_path / "runs" / "toy" / "table1_width-quick-synthetic" / "w16-s3"
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["metrics"] == w16["runs"][0]["metrics"]
+    assert (run_dir / "overrides.yaml").is_file()
+
+
+def test_an_interrupted_table_continues_with_the_missing_runs_only(toy_table, tmp_path, capsys):
+    _run(toy_table, tmp_path, "--only", "w4")
+    first = json.loads((tmp_path / "runs" / "toy" / "table1_width-quick-synthetic" / "w4-s3" / "record.json")
+                       .read_text())
+    capsys.readouterr()
+    json_path = _run(toy_table, tmp_path)
+    out = capsys.readouterr().out
+    assert out.count("reused a finished run") == 2  # w4 with seeds 3 and 4
+    results = json.loads(json_path.read_text())
+    assert results["variants"][0]["runs"][0]["metrics"] == first["metrics"]
+    assert "2 finished run(s) of an interrupted invocation reused" in results["notes"][-1]
+    _run(toy_table, tmp_path, "--restart", "--only", "w4")
+    assert "reused" not in capsys.readouterr().out
