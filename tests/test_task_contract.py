@@ -55,3 +55,22 @@ def test_an_interrupted_table_continues_with_the_missing_runs_only(toy_table, tm
     assert "2 finished run(s) of an interrupted invocation reused" in results["notes"][-1]
     _run(toy_table, tmp_path, "--restart", "--only", "w4")
     assert "reused" not in capsys.readouterr().out
+
+
+def test_wandb_offline_files_hold_the_config_the_cases_and_the_artifacts(toy_table, tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    wandb.teardown()  # forget the settings of earlier (disabled) runs in this process
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    runner.main(toy_table, ["--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "results"),
+                            "--seeds", "1", "--only", "w16"])
+    root = tmp_path / "runs" / "toy" / "table1_width-quick-synthetic"
+    (run_file,) = (root / "w16-s3" / "wandb").glob("offline-run-*/run-*.wandb")
+    run = run_file.read_bytes()
+    assert b'"hidden":16' in run and b'"lr":0.05' in run  # the net's and optimizer's knobs in the config
+    assert list((root / "w16-s3" / "wandb").glob("offline-run-*/files/media/table/test/cases_*.table.json"))
+    (summary_file,) = (root / "wandb").glob("offline-run-*/run-*.wandb")
+    summary = summary_file.read_bytes()
+    for name in (b"table1_width-summary-results", b"table1_width-summary-checkpoints",
+                 b"table1_width.quick-synthetic.json", b"w16-s3.ckpt"):
+        assert name in summary
+    wandb.teardown()

@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_modules.callbacks import log_case_table
 from lightning_modules.metrics import MetricReport, flatten_metrics
 from models.registry import register_model
 
@@ -94,3 +95,4 @@ class ToyClassification(L.LightningModule):
         self.test_report = MetricReport(metrics=metrics, cases=self._rows, meta={"protocol": "toy top-1"})
         for key, value in metrics.items():
             self.log(key, value)
+        log_case_table(self.trainer, "test/cases", self.test_report)
