@@ -1,4 +1,26 @@
-"""Learning-rate schedules stepped every optimizer step (``interval: step``)."""
+"""Learning-rate schedules stepped every optimizer step (``interval: step``).
+
+``build_schedule`` returns a ``LambdaLR`` whose factor for optimizer step k (0-based,
+the k-th call of ``optimizer.step()``) is ``lr_lambda(k)``: Lightning calls
+``scheduler.step()`` after every optimizer step, so step k runs at ``base · lr_lambda(k)``.
+
+Poly decay in the TransUNet-lineage trainers (CSWin-UNet's ``trainer.py`` included)::
+
+    for batch in loader:
+        ...; optimizer.step()
+        lr_ = base_lr * (1.0 - iter_num / max_iterations) ** 0.9   # iter_num not yet incremented
+        set lr_ on every param group; iter_num += 1
+
+The LR set after step k−1 is computed from ``iter_num = k − 1``, so steps 0 and 1 both
+run at the base LR and step k ≥ 1 runs at ``base · (1 − (k − 1)/T) ** 0.9`` (T = total
+iterations); the last step (k = T − 1) runs at ``base · (2/T) ** 0.9``, never at 0.
+
+* ``"poly"`` (default): exactly that sequence.
+* ``"poly_shifted"``: ``base · (1 − k/T) ** power`` at step k — one step ahead of the
+  release from step 1 on (the plain formula in a ``LambdaLR``; this project's schedule
+  before the release's sequence was followed).
+* ``"constant"``: the base LR throughout.
+"""
 from __future__ import annotations
 
 from typing import Literal
@@ -6,26 +28,30 @@ from typing import Literal
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-ScheduleName = Literal["poly", "constant"]
+__all__ = ["ScheduleName", "build_schedule", "poly_factor"]
+
+ScheduleName = Literal["poly", "poly_shifted", "constant"]
 
 
-def poly_factor(step: int, total_steps: int, power: float = 0.9) -> float:
-    """TransUNet-lineage poly decay: ``(1 − step / total_steps) ** power``, clamped at 0.
+def poly_factor(step: int, total_steps: int, power: float = 0.9, official_lag: bool = True) -> float:
+    """LR factor of optimizer step ``step`` (0-based) in a poly decay over ``total_steps`` steps.
 
-    The release updates the LR after every iteration with ``iter_num`` already
-    incremented, so step 0 uses the base LR and step ``total_steps`` reaches 0.
+    ``official_lag=True`` (the release): 1 at step 0, ``(1 − (step − 1)/T) ** power`` from
+    step 1 on. ``official_lag=False``: ``(1 − step/T) ** power``. Clamped at 0 past the end.
     """
-    return max(0.0, 1.0 - step / total_steps) ** power
+    progress = max(step - 1, 0) if official_lag else step
+    return max(0.0, 1.0 - progress / total_steps) ** power
 
 
 def build_schedule(
     optimizer: torch.optim.Optimizer, name: ScheduleName, total_steps: int, power: float = 0.9
 ) -> LambdaLR:
-    """A per-iteration schedule over ``total_steps`` optimizer steps."""
-    if name == "poly":
+    """A per-iteration schedule over ``total_steps`` optimizer steps (step it every optimizer step)."""
+    if name in ("poly", "poly_shifted"):
         if total_steps < 1:
-            raise ValueError(f"poly schedule needs total_steps >= 1, got {total_steps}")
-        return LambdaLR(optimizer, lambda step: poly_factor(step, total_steps, power))
+            raise ValueError(f"{name} schedule needs total_steps >= 1, got {total_steps}")
+        official_lag = name == "poly"
+        return LambdaLR(optimizer, lambda step: poly_factor(step, total_steps, power, official_lag))
     if name == "constant":
         return LambdaLR(optimizer, lambda step: 1.0)
-    raise ValueError(f"unknown schedule {name!r}; choose poly or constant")
+    raise ValueError(f"unknown schedule {name!r}; choose poly, poly_shifted or constant")

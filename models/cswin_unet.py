@@ -31,7 +31,11 @@ Deliberate deviations from the release (behaviour on the paper config is identic
 Pretrained initialisation (``pretrained=path``) follows the release's ``load_from``:
 the CSWin-T ImageNet checkpoint (``state_dict_ema``) is loaded into the encoder and,
 with ``stage`` renamed to ``stage_up``, into the decoder blocks; mismatching or
-unknown keys are dropped. Nothing is downloaded.
+unknown keys are dropped. Nothing is downloaded. The constructor only records the
+path; :meth:`CSWinUNet.load_pretrained` reads it (as the release's ``train.py`` calls
+``load_from`` after building the net), and the training module calls it only when a
+fit starts from scratch (``lightning_modules/pretrained.py``), so testing or resuming
+from a Lightning checkpoint never needs the ImageNet file.
 """
 from __future__ import annotations
 
@@ -42,7 +46,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.layers import CSWinBlock, build_upsampler, drop_path_schedule
+from models.layers import CSWinBlock, build_upsampler, drop_path_schedule, trunc_normal_
 from models.layers.upsample import UpsamplerName
 from models.registry import register_model
 
@@ -182,8 +186,16 @@ class CSWinUNet(nn.Module):
         self.final_upsample = ChannelsLastUpsample(upsampler_for(embed_dim, embed_dim, 4))
         self.head = nn.Conv2d(embed_dim, num_classes, kernel_size=1, bias=False)
         self.apply(_init_weights)
-        if pretrained:
-            load_cswin_imagenet_weights(self, pretrained)
+        self.pretrained = pretrained or None  # read by load_pretrained(), never here
+
+    def load_pretrained(self) -> PretrainedLoadReport | None:
+        """Initialise from ``self.pretrained`` (CSWin-T ImageNet checkpoint); no-op when it is None.
+
+        Raises FileNotFoundError naming the file when it does not exist.
+        """
+        if self.pretrained is None:
+            return None
+        return load_cswin_imagenet_weights(self, self.pretrained)
 
     @property
     def skip_scales(self) -> list[str]:
@@ -214,9 +226,13 @@ class CSWinUNet(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
-    """Release init: Linear ~ trunc-normal(0.02), bias 0; LayerNorm 1/0; convs PyTorch default."""
+    """Release init: Linear ~ trunc-normal(0.02), bias 0; LayerNorm 1/0; convs PyTorch default.
+
+    timm's ``trunc_normal_`` (inverse-CDF sampling, as the release); the installed torch's
+    ``nn.init.trunc_normal_`` is a rejection sampler: same distribution, different random stream.
+    """
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):

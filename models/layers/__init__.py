@@ -1,8 +1,16 @@
-"""Blocks shared by the papers' models, each written once."""
+"""Blocks shared by the papers' models, each written once.
+
+``Mlp``, ``DropPath``, ``drop_path`` and ``trunc_normal_`` are timm's (``timm.layers``):
+the CSWin code that CSWin-UNet's release builds on takes DropPath and trunc_normal_
+from timm (a listed requirement), and its own Mlp computes exactly timm's Mlp
+(fc1 → GELU → Dropout → fc2 → Dropout; timm's extra ``norm`` is a parameter-free
+Identity). Paper files import them from here.
+"""
+from timm.layers import DropPath, Mlp, drop_path, trunc_normal_
+
 from models.layers.carafe import CARAFE
 from models.layers.cswin_attention import CrossShapedWindowAttention, CSWinBlock, StripeAttention
-from models.layers.drop_path import DropPath, drop_path, drop_path_schedule
-from models.layers.mlp import Mlp
+from models.layers.drop_path import drop_path_schedule
 from models.layers.upsample import BilinearUpsample, TransposedConvUpsample, build_upsampler
 
 __all__ = [
@@ -17,4 +25,5 @@ __all__ = [
     "build_upsampler",
     "drop_path",
     "drop_path_schedule",
+    "trunc_normal_",
 ]

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath, Mlp
 from torch import nn
-
-from models.layers.drop_path import DropPath
-from models.layers.mlp import Mlp
 
 __all__ = ["StripeAttention", "CrossShapedWindowAttention", "CSWinBlock"]
 
@@ -154,6 +152,8 @@ class CSWinBlock(nn.Module):
     """Pre-norm CSWin transformer block (CSWin-UNet Eq. 1–2).
 
     X̂ = CSWin-Attention(LN(X)) + X;  Y = MLP(LN(X̂)) + X̂. x: (B, H, W, C) → (B, H, W, C).
+    The MLP (Linear → GELU → Dropout → Linear → Dropout, keys ``mlp.fc1``/``mlp.fc2``) and
+    DropPath are timm's, as in the release (its own Mlp class computes the same).
     """
 
     def __init__(

@@ -128,13 +128,19 @@ def test_pretrained_loading_initialises_decoder_blocks_from_encoder_blocks(tmp_p
     assert "stage3.3.qkv.weight" in report.ignored and "head.weight" in report.ignored
 
 
-def test_pretrained_argument_and_missing_file(tmp_path):
+def test_pretrained_argument_is_read_by_load_pretrained_only(tmp_path):
+    missing = create_model("cswin_unet_test", pretrained=str(tmp_path / "missing.pth"))  # the constructor reads nothing
     with pytest.raises(FileNotFoundError, match="CSWin-T"):
-        create_model("cswin_unet_test", pretrained=str(tmp_path / "missing.pth"))
+        missing.load_pretrained()
+    assert create_model("cswin_unet_test").load_pretrained() is None  # pretrained=None: no-op
     model = create_model("cswin_unet_test")
     path = tmp_path / "w.pth"
     torch.save({"state_dict_ema": _fake_cswin_t_checkpoint(model)}, path)
     torch.manual_seed(1)
     loaded = create_model("cswin_unet_test", pretrained=str(path))
-    torch.testing.assert_close(loaded.state_dict()["encoder.0.0.norm1.weight"],
-                               torch.load(path, weights_only=True)["state_dict_ema"]["stage1.0.norm1.weight"])
+    before = loaded.state_dict()["encoder.0.0.norm1.weight"].clone()
+    report = loaded.load_pretrained()
+    expected = torch.load(path, weights_only=True)["state_dict_ema"]["stage1.0.norm1.weight"]
+    assert not torch.equal(before, expected)
+    torch.testing.assert_close(loaded.state_dict()["encoder.0.0.norm1.weight"], expected)
+    assert "encoder.0.0.norm1.weight" in report.loaded

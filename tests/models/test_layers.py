@@ -2,9 +2,19 @@
 from __future__ import annotations
 
 import pytest
+import timm.layers
 import torch
 
-from models.layers import CARAFE, CrossShapedWindowAttention, CSWinBlock, DropPath, build_upsampler, drop_path_schedule
+from models.layers import (
+    CARAFE,
+    CrossShapedWindowAttention,
+    CSWinBlock,
+    DropPath,
+    Mlp,
+    build_upsampler,
+    drop_path_schedule,
+    trunc_normal_,
+)
 
 
 def carafe_reference(module: CARAFE, x: torch.Tensor) -> torch.Tensor:
@@ -121,6 +131,28 @@ def test_stripe_width_must_divide_map():
         block(torch.randn(1, 4, 4, 8))
 
 
+def test_generic_layers_are_timms():
+    assert DropPath is timm.layers.DropPath and Mlp is timm.layers.Mlp
+    assert trunc_normal_ is timm.layers.trunc_normal_
+
+
+def test_cswin_block_mlp_keeps_the_official_parameter_names():
+    block = CSWinBlock(dim=8, num_heads=2, split_size=2)
+    mlp_keys = [k for k in block.state_dict() if k.startswith("mlp.")]
+    assert mlp_keys == ["mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"]
+    assert isinstance(block.mlp.act, torch.nn.GELU) and block.mlp.act.approximate == "none"
+    assert isinstance(block.mlp.norm, torch.nn.Identity)
+
+
+def test_mlp_is_fc1_gelu_fc2():
+    mlp = Mlp(6, 24).double().eval()
+    x = torch.randn(3, 5, 6, dtype=torch.float64)
+    expected = torch.nn.functional.linear(
+        torch.nn.functional.gelu(torch.nn.functional.linear(x, mlp.fc1.weight, mlp.fc1.bias)),
+        mlp.fc2.weight, mlp.fc2.bias)
+    torch.testing.assert_close(mlp(x), expected)
+
+
 def test_drop_path_keeps_expectation_and_is_identity_in_eval():
     layer = DropPath(0.5)
     x = torch.ones(20000, 3)
@@ -128,6 +160,7 @@ def test_drop_path_keeps_expectation_and_is_identity_in_eval():
     assert set(torch.unique(y).tolist()) == {0.0, 2.0}
     assert abs(y.mean().item() - 1.0) < 0.05
     torch.testing.assert_close(layer.eval()(x), x)
+    assert torch.equal(DropPath(1.0).train()(x), torch.zeros_like(x))  # no 0/0 at rate 1
 
 
 def test_drop_path_schedule_is_linear_over_all_blocks():
