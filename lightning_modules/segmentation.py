@@ -3,7 +3,9 @@
 Training: ``α·CE + β·Dice`` (the TransUNet-lineage soft Dice), any optimizer from the
 config (SGD in the papers), per-iteration poly decay. Testing: the TransUNet
 protocol — slice-wise inference with resize, medpy-convention Dice / HD95 per case
-and class without spacing. After ``test`` the module holds ``test_report`` (a
+and class without spacing, exactly equal on 1 and N processes (the cases of all
+ranks are gathered, padding repeats dropped, and aggregated sorted by case id; see
+:mod:`lightning_modules.distributed`). After ``test`` the module holds ``test_report`` (a
 :class:`~lightning_modules.metrics.MetricReport`: flat ``test/mean_dice``,
 ``test/dice/<organ>``, ... and one row per case), logs it, sends the per-case rows to
 W&B as a ``wandb.Table`` and writes it to ``test_metrics.json``.
@@ -22,9 +24,11 @@ from torch import nn
 from torchmetrics.segmentation import DiceScore
 
 from lightning_modules.callbacks import log_case_table, run_dir
+from lightning_modules.distributed import gather_cases
 from lightning_modules.inference import predict_volume_slicewise
 from lightning_modules.losses import CEDiceLoss
 from lightning_modules.metrics import MetricReport, per_class_case_metrics, summarize_cases, transunet_report
+from lightning_modules.pretrained import load_pretrained_weights
 from lightning_modules.schedules import ScheduleName, build_schedule
 
 
@@ -40,8 +44,10 @@ class SegmentationModule(L.LightningModule):
         num_classes: including background.
         loss_weights: ``(α, β)`` = (cross-entropy, Dice) weights; the release uses (0.4, 0.6).
         optimizer: optimizer factory (default: the papers' SGD, lr 0.05, momentum 0.9, wd 1e-4).
-        lr_schedule: ``poly`` (``(1 − t/T)^poly_power``, stepped every iteration, T = all
-            training steps of the run) or ``constant``.
+        lr_schedule: ``poly`` (the release's sequence: steps 0 and 1 at the base LR, step
+            k ≥ 1 at ``base·(1 − (k−1)/T)^poly_power``, stepped every iteration, T = all
+            training steps of the run), ``poly_shifted`` (``base·(1 − k/T)^poly_power``, one
+            step ahead of the release) or ``constant``.
         official_lr_batch_scaling: the release multiplies the LR by ``batch/24`` when the
             batch is not 24 but divisible by 6; kept on for faithfulness.
         inference_size: slice size at test time (default: the datamodule's ``img_size``).
@@ -86,6 +92,12 @@ class SegmentationModule(L.LightningModule):
         return self.net(x)
 
     # ------------------------------------------------------------------ training
+    def on_fit_start(self) -> None:
+        # The net's pretrained file (e.g. ImageNet CSWin-T) initialises a fit from scratch only;
+        # test/validate/predict and resumed fits take every weight from the Lightning checkpoint.
+        # Not in setup(): Lightning fills trainer.ckpt_path only after setup, when it restores.
+        load_pretrained_weights(self.net, self.trainer, "fit")
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch["image"])
         loss, parts = self.loss.forward_with_parts(logits, batch["label"])
@@ -148,11 +160,12 @@ class SegmentationModule(L.LightningModule):
                     + ("voxel units (no spacing)" if self.hparams.hd95_spacing is None
                        else f"spacing {self.hparams.hd95_spacing}"))
         data_kind = "synthetic" if getattr(self.trainer.datamodule, "is_synthetic", False) else "real"
-        report = transunet_report(summarize_cases(self._test_cases, names),
+        cases = gather_cases(self._test_cases)  # every rank's cases, each once, sorted by case id
+        report = transunet_report(summarize_cases(cases, names),
                                   meta={"protocol": protocol, "data_kind": data_kind})
         self.test_report = report
         for key, value in report.metrics.items():
-            self.log(key, value)
+            self.log(key, value, rank_zero_only=True)  # equal on every rank after the gather
         log_case_table(self.trainer, "test/cases", report)
         path = run_dir(self.trainer) / "test_metrics.json"  # on every rank: trainer.log_dir broadcasts
         if self.trainer.is_global_zero:
