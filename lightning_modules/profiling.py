@@ -8,7 +8,9 @@
   weights stay float32, autocast casts them inside every step, as in mixed-precision
   training).
 * Throughput: ``warmup`` untimed steps, then ``iters`` timed ones; the median step
-  time gives images/s = batch / median.
+  time gives images/s = batch / median. The ``*_precisions`` functions time every
+  step of every precision round-robin (:func:`time_steps`), so the load of a shared
+  machine does not favour the precision that happened to run in a quiet minute.
 * CPU peak memory: one extra, untimed step under
   ``torch.profiler.profile(profile_memory=True)``; the running sum of the recorded
   allocations and frees, in time order, is the tensor memory the step allocated on
@@ -28,7 +30,7 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 import statistics  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Iterator, Mapping  # noqa: E402
+from collections.abc import Callable, Iterator, Mapping, Sequence  # noqa: E402
 from contextlib import nullcontext  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -36,8 +38,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 __all__ = [
-    "PRECISIONS", "autocast_for", "output_loss", "make_steps", "time_step", "cpu_peak_memory", "benchmark_cpu",
-    "benchmark_cuda", "state_bytes",
+    "PRECISIONS", "autocast_for", "output_loss", "make_steps", "time_step", "time_steps", "cpu_peak_memory",
+    "benchmark_cpu", "benchmark_cpu_precisions", "benchmark_cuda", "benchmark_cuda_precisions", "state_bytes",
 ]
 
 MIB = 2**20
@@ -157,42 +159,88 @@ def state_bytes(model: nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
 
 
-def benchmark_cpu(model: nn.Module, x: torch.Tensor, warmup: int, iters: int,
-                  precision: str = "32-true") -> dict[str, Any]:
-    """Throughput and peak memory of both steps on the CPU in ``precision`` (see :data:`PRECISIONS`)."""
-    steps = make_steps(model, x, autocast=autocast_for("cpu", precision))
-    result: dict[str, Any] = {"precision": precision, "threads": torch.get_num_threads()}
-    for key, step in steps.items():
-        result[key] = _summary(time_step(step, warmup, iters), x.shape[0])
-    for key, step in steps.items():
+def time_steps(steps: Mapping[Any, Callable[[], None]], warmup: int, iters: int,
+               sync: Callable[[], None] | None = None) -> dict[Any, list[float]]:
+    """:func:`time_step` for several steps at once, interleaved round-robin.
+
+    Each warm-up and timed round runs every step once, in order, so a busy phase of a
+    shared machine slows all of them alike and their ratios survive it (timing them
+    one after another would charge it to whichever step ran then).
+    """
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    sync()
+    times: dict[Any, list[float]] = {key: [] for key in steps}
+    for _ in range(iters):
+        for key, step in steps.items():
+            start = time.perf_counter()
+            step()
+            sync()
+            times[key].append(time.perf_counter() - start)
+    return times
+
+
+def _precision_steps(model: nn.Module, x: torch.Tensor, device_type: str,
+                     precisions: Sequence[str]) -> dict[tuple[str, str], Callable[[], None]]:
+    if not precisions or len(set(precisions)) != len(precisions):
+        raise ValueError(f"precisions must be distinct and not empty, got {list(precisions)}")
+    return {(precision, key): step for precision in precisions
+            for key, step in make_steps(model, x, autocast=autocast_for(device_type, precision)).items()}
+
+
+def benchmark_cpu_precisions(model: nn.Module, x: torch.Tensor, warmup: int, iters: int,
+                             precisions: Sequence[str] = PRECISIONS) -> dict[str, dict[str, Any]]:
+    """Throughput and peak memory of both steps on the CPU in each of ``precisions``, keyed by precision.
+
+    All steps of all precisions are timed together, round-robin (:func:`time_steps`).
+    """
+    steps = _precision_steps(model, x, "cpu", precisions)
+    times = time_steps(steps, warmup, iters)
+    threads = torch.get_num_threads()
+    results: dict[str, dict[str, Any]] = {
+        precision: {"precision": precision, "threads": threads, "interleaved_with": list(precisions)}
+        for precision in precisions
+    }
+    for (precision, key), step in steps.items():
         model.zero_grad(set_to_none=True)  # so the step frees nothing that was allocated before profiling
         peak = cpu_peak_memory(step)
-        result[key]["peak_mem_mib"] = None if peak is None else round(peak / MIB, 2)
+        results[precision][key] = _summary(times[precision, key], x.shape[0])
+        results[precision][key]["peak_mem_mib"] = None if peak is None else round(peak / MIB, 2)
     model.zero_grad(set_to_none=True)
-    return result
+    return results
 
 
-def benchmark_cuda(model: nn.Module, x: torch.Tensor, warmup: int, iters: int,
-                   precision: str = "bf16-mixed") -> dict[str, Any]:
-    """Throughput and peak memory of both steps on the current CUDA device (model and x are moved there)."""
+def benchmark_cpu(model: nn.Module, x: torch.Tensor, warmup: int, iters: int,
+                  precision: str = "32-true") -> dict[str, Any]:
+    """Throughput and peak memory of both steps on the CPU in one ``precision`` (see :data:`PRECISIONS`)."""
+    return benchmark_cpu_precisions(model, x, warmup, iters, (precision,))[precision]
+
+
+def benchmark_cuda_precisions(model: nn.Module, x: torch.Tensor, warmup: int, iters: int,
+                              precisions: Sequence[str] = PRECISIONS) -> dict[str, dict[str, Any]]:
+    """:func:`benchmark_cpu_precisions` on the current CUDA device (model and x are moved there and back)."""
     device = torch.device("cuda", torch.cuda.current_device())
     model = model.to(device)
     x = x.to(device)
     previous_benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
-        steps = make_steps(model, x, autocast=autocast_for("cuda", precision))
-        result: dict[str, Any] = {
-            "precision": precision,
-            "device": torch.cuda.get_device_name(device),
-            "cudnn_benchmark": True,
-        }
-        if precision == "32-true":
-            result["float32_matmul_precision"] = torch.get_float32_matmul_precision()  # "highest": no TF32
-            result["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
-        for key, step in steps.items():
-            result[key] = _summary(time_step(step, warmup, iters, sync=torch.cuda.synchronize), x.shape[0])
-        for key, step in steps.items():
+        steps = _precision_steps(model, x, "cuda", precisions)
+        times = time_steps(steps, warmup, iters, sync=torch.cuda.synchronize)
+        results: dict[str, dict[str, Any]] = {}
+        for precision in precisions:
+            results[precision] = {
+                "precision": precision,
+                "device": torch.cuda.get_device_name(device),
+                "cudnn_benchmark": True,
+                "interleaved_with": list(precisions),
+            }
+            if precision == "32-true":  # TF32 changes float32 throughput; "highest" = no TF32 in matmuls
+                results[precision]["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+                results[precision]["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        for (precision, key), step in steps.items():
             model.zero_grad(set_to_none=True)
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats(device)
@@ -200,11 +248,18 @@ def benchmark_cuda(model: nn.Module, x: torch.Tensor, warmup: int, iters: int,
             step()
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated(device)
-            result[key]["peak_mem_mib"] = round((peak - before) / MIB, 2)
-            result[key]["peak_mem_abs_mib"] = round(peak / MIB, 2)
+            results[precision][key] = _summary(times[precision, key], x.shape[0])
+            results[precision][key]["peak_mem_mib"] = round((peak - before) / MIB, 2)
+            results[precision][key]["peak_mem_abs_mib"] = round(peak / MIB, 2)
         model.zero_grad(set_to_none=True)
     finally:
         torch.backends.cudnn.benchmark = previous_benchmark
         model.to("cpu")
         torch.cuda.empty_cache()
-    return result
+    return results
+
+
+def benchmark_cuda(model: nn.Module, x: torch.Tensor, warmup: int, iters: int,
+                   precision: str = "bf16-mixed") -> dict[str, Any]:
+    """Throughput and peak memory of both steps on the current CUDA device in one ``precision``."""
+    return benchmark_cuda_precisions(model, x, warmup, iters, (precision,))[precision]

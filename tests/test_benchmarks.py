@@ -23,6 +23,7 @@ from ablations.framework.benchmarks import (
     write_benchmarks,
 )
 from ablations.framework.render_benchmarks import render_markdown
+from lightning_modules.profiling import time_steps
 from models import list_models, model_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -119,11 +120,20 @@ def test_benchmark_model_reports_fp32_and_bf16_train_steps():
     assert set(record["cpu"]) == {"32-true", "bf16-mixed"}
     for precision, run in record["cpu"].items():
         assert run["precision"] == precision and run["threads"] >= 1
+        assert run["interleaved_with"] == ["32-true", "bf16-mixed"]
         for step in ("fwd", "fwd_bwd"):
             assert run[step]["img_per_s"] > 0 and len(run[step]["times_ms"]) == 1
         assert run["fwd_bwd"]["peak_mem_mib"] > run["fwd"]["peak_mem_mib"] > 0
     assert record["cuda"] is None
     json.dumps(record)  # serialisable as it is
+
+
+def test_time_steps_runs_the_steps_round_robin():
+    calls = []
+    steps = {key: (lambda key=key: calls.append(key)) for key in ("a", "b", "c")}
+    times = time_steps(steps, warmup=1, iters=2)
+    assert calls == ["a", "b", "c"] * 3
+    assert {key: len(t) for key, t in times.items()} == {"a": 2, "b": 2, "c": 2}
 
 
 def test_select_models_needs_a_match():
@@ -172,9 +182,11 @@ def _timing(img_per_s: float, peak: float) -> dict:
 
 def _sample_document() -> dict:
     cswin = load_references()["cswin_unet"]
-    cpu = {"32-true": {"precision": "32-true", "threads": 2, "fwd": _timing(4.0, 48.0), "fwd_bwd": _timing(1.0, 210.0)},
-           "bf16-mixed": {"precision": "bf16-mixed", "threads": 2, "fwd": _timing(6.0, 30.0),
-                          "fwd_bwd": _timing(2.5, 150.0)}}
+    both = ["32-true", "bf16-mixed"]
+    cpu = {"32-true": {"precision": "32-true", "threads": 2, "interleaved_with": both, "fwd": _timing(4.0, 48.0),
+                       "fwd_bwd": _timing(1.0, 210.0)},
+           "bf16-mixed": {"precision": "bf16-mixed", "threads": 2, "interleaved_with": both,
+                          "fwd": _timing(6.0, 30.0), "fwd_bwd": _timing(2.5, 150.0)}}
     cuda = {p: dict(run, device="NVIDIA H200") for p, run in cpu.items()}
     record = {
         "model": "cswin_unet", "paper": "cswin_unet", "task": "segmentation", "input_size": [3, 224, 224],
@@ -205,6 +217,7 @@ def _row(md: str, *starts: str) -> list[str]:
 def test_markdown_of_a_sample_document():
     md = render_markdown(_sample_document())
     assert "Absolute CPU times are only comparable within one run" in md
+    assert "timed round-robin" in md
     assert "`abc1234-dirty` (tracked code outside `results/` had uncommitted changes)" in md
     assert _row(md, "cswin_unet", "3×224×224") == ["cswin_unet", "3×224×224", "23.57", "4.71", "5.01",
                                                    "23.57", "4.71", "5.01"]

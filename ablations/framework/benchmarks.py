@@ -11,7 +11,9 @@ For each model, built with its registry defaults, at the registry ``input_size``
 * **Throughput and peak memory** of the forward step (eval, ``no_grad``) and of the
   training step (forward + backward of ``output.float().mean()``), in float32
   (``"32-true"``) and in bf16 autocast (``"bf16-mixed"``), on the CPU and, where
-  ``torch.cuda.is_available()``, on CUDA; details in :mod:`lightning_modules.profiling`.
+  ``torch.cuda.is_available()``, on CUDA; the four steps of one model and device are
+  timed round-robin, so machine load hits them alike (models are timed one after
+  another); details in :mod:`lightning_modules.profiling`.
 * **Reference numbers** for the model, if its paper has them (below), compared exactly.
 
 Reference numbers are data: one file per paper, ``ablations/<paper>/benchmark_references.json``,
@@ -74,7 +76,13 @@ from lightning_modules.complexity import (  # noqa: E402
     macs_all_by_op,
     macs_conv_linear,
 )
-from lightning_modules.profiling import MIB, PRECISIONS, benchmark_cpu, benchmark_cuda, state_bytes  # noqa: E402
+from lightning_modules.profiling import (  # noqa: E402
+    MIB,
+    PRECISIONS,
+    benchmark_cpu_precisions,
+    benchmark_cuda_precisions,
+    state_bytes,
+)
 from models import create_model, list_models, model_info  # noqa: E402
 
 __all__ = [
@@ -250,7 +258,8 @@ def benchmark_model(
 ) -> dict[str, Any]:
     """Everything measured for one registered model, as a JSON-serialisable record (schema in the module doc).
 
-    ``precisions`` are measured on the CPU and, if ``cuda`` and a GPU is present, on CUDA;
+    ``precisions`` are measured on the CPU and, if ``cuda`` and a GPU is present, on CUDA,
+    their steps interleaved round-robin (:func:`lightning_modules.profiling.time_steps`);
     ``references`` defaults to :func:`load_references`.
     """
     progress = progress or (lambda stage: None)
@@ -285,16 +294,12 @@ def benchmark_model(
     )
 
     x = torch.randn(batch_size, *info.input_size)
-    record["cpu"] = {}
-    for precision in precisions:
-        progress(f"CPU {precision}")
-        record["cpu"][precision] = benchmark_cpu(model, x, warmup, iters, precision=precision)
+    progress("CPU " + " + ".join(precisions))
+    record["cpu"] = benchmark_cpu_precisions(model, x, warmup, iters, precisions)
     record["cuda"] = None
     if cuda and torch.cuda.is_available():
-        record["cuda"] = {}
-        for precision in precisions:
-            progress(f"CUDA {precision}")
-            record["cuda"][precision] = benchmark_cuda(model, x, cuda_warmup, cuda_iters, precision=precision)
+        progress("CUDA " + " + ".join(precisions))
+        record["cuda"] = benchmark_cuda_precisions(model, x, cuda_warmup, cuda_iters, precisions)
     return record
 
 

@@ -127,6 +127,13 @@ def _complexity(records: list[Mapping[str, Any]]) -> list[str]:
 
 
 def _throughput(records: list[Mapping[str, Any]]) -> list[str]:
+    runs_of = [run for rec in records for device in ("cpu", "cuda") if isinstance(rec.get(device), Mapping)
+               for run in rec[device].values() if isinstance(run, Mapping)]
+    interleaved = (
+        " The steps of one model on one device (both precisions, forward and train step) were timed "
+        "round-robin, so load on the machine slowed them alike; models were timed one after another."
+        if runs_of and all(len(run.get("interleaved_with", [])) > 1 for run in runs_of) else ""
+    )
     lines = [
         "",
         "## Throughput and peak memory",
@@ -134,7 +141,7 @@ def _throughput(records: list[Mapping[str, Any]]) -> list[str]:
         "Forward: eval mode under `torch.no_grad()`. Train step: train mode, forward + backward of "
         "`output.float().mean()` (no optimiser). bf16 autocast: the step under "
         "`torch.autocast(device, dtype=torch.bfloat16)` with float32 weights. \"vs fp32\": train-step "
-        "images/s over the same model's fp32 train step on the same device.",
+        "images/s over the same model's fp32 train step on the same device." + interleaved,
         "",
         "| model | device | precision | forward (img/s) | train step (img/s) | train step (ms, median) "
         "| train step vs fp32 | peak mem forward / train step (MiB) |",
