@@ -6,16 +6,14 @@
 
 What is measured, the JSON schema and the reference files: ablations/framework/benchmarks.py.
 """
-from __future__ import annotations
+import _bootstrap  # noqa: F401, I001  (first: puts the repository root on sys.path)
 
 import argparse
 import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ablations.framework.benchmarks import run_benchmarks, select_models, write_benchmarks  # noqa: E402
+from ablations.framework.benchmarks import run_benchmarks, select_models, write_benchmarks
 
 
 def main(argv: list[str] | None = None) -> int:
