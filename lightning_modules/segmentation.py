@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -53,6 +53,10 @@ class SegmentationModule(L.LightningModule):
         inference_size: slice size at test time (default: the datamodule's ``img_size``).
         test_slice_batch: slices per forward pass at test time.
         hd95_spacing: ``None`` = voxel units (the papers); a tuple switches to spacing-aware HD95.
+        test_argmax_over: ``softmax`` (the release) or ``logits`` (equal except at float32 ties).
+        compile: ``torch.compile`` the network in place (``nn.Module.compile``, so checkpoints
+            keep their keys); ``compile_mode`` is passed on (``None``, ``"max-autotune"``, ...).
+            Mixed precision is the trainer's: ``--trainer.precision bf16-mixed``.
 
     The net's ``num_classes`` and ``img_size`` are linked from this module's
     ``num_classes`` and the datamodule's ``img_size`` (:attr:`cli_links`).
@@ -76,6 +80,9 @@ class SegmentationModule(L.LightningModule):
         inference_size: int | None = None,
         test_slice_batch: int = 16,
         hd95_spacing: tuple[float, float, float] | None = None,
+        test_argmax_over: Literal["softmax", "logits"] = "softmax",
+        compile: bool = False,
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer"])
@@ -92,6 +99,11 @@ class SegmentationModule(L.LightningModule):
         return self.net(x)
 
     # ------------------------------------------------------------------ training
+    def configure_model(self) -> None:
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.net.compile(mode=self.hparams.compile_mode)
+            self._compiled = True
+
     def on_fit_start(self) -> None:
         # The net's pretrained file (e.g. ImageNet CSWin-T) initialises a fit from scratch only;
         # test/validate/predict and resumed fits take every weight from the Lightning checkpoint.
@@ -147,7 +159,8 @@ class SegmentationModule(L.LightningModule):
         label = batch["label"][0].cpu().numpy()
         case = batch["case"][0] if "case" in batch else f"case{batch_idx:04d}"
         prediction = predict_volume_slicewise(self.net, image, self._inference_size(),
-                                              self.hparams.test_slice_batch, self.device)
+                                              self.hparams.test_slice_batch, self.device,
+                                              argmax_over=self.hparams.test_argmax_over)
         metrics = per_class_case_metrics(prediction, label, self.num_classes, self.hparams.hd95_spacing)
         self._test_cases[case] = metrics
         self.log("test/case_dice", metrics[:, 0].mean() * 100.0, batch_size=1)
