@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.segmentation import DiceScore
 
@@ -133,6 +134,12 @@ class SegmentationModule(L.LightningModule):
                 group["lr"] *= batch_size / 24
                 group["initial_lr"] = group["lr"]
         total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer else 1
+        if self._trainer is not None and batch_size:
+            trainer = self.trainer
+            effective = batch_size * trainer.world_size * trainer.accumulate_grad_batches
+            rank_zero_info(f"effective batch {effective} = {batch_size} per device × {trainer.world_size} "
+                           f"process(es) × {trainer.accumulate_grad_batches} accumulated; base LR "
+                           f"{optimizer.param_groups[0]['lr']:g}; {total} optimizer steps")
         scheduler = build_schedule(optimizer, self.hparams.lr_schedule, total, self.hparams.poly_power)
         # "name" is the key LearningRateMonitor logs the LR under
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
