@@ -142,7 +142,8 @@ class SegmentationModule(L.LightningModule):
                            f"{optimizer.param_groups[0]['lr']:g}; {total} optimizer steps")
         scheduler = build_schedule(optimizer, self.hparams.lr_schedule, total, self.hparams.poly_power)
         # "name" is the key LearningRateMonitor logs the LR under
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"}}
+        schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     # ------------------------------------------------------------------ validation (monitoring only)
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

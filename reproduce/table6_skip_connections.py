@@ -6,8 +6,8 @@
 """
 import _bootstrap  # noqa: F401  (the repository root on sys.path)
 
-from ablations.framework.runner import main
 from ablations.cswin_unet.table6_skip_connections import TABLE
+from ablations.framework.runner import main
 
 if __name__ == "__main__":
     main(TABLE)

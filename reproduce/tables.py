@@ -3,11 +3,11 @@
     python reproduce/tables.py            # a Markdown table on stdout
     python reproduce/tables.py --json     # the same as JSON
 """
-import _bootstrap  # noqa: F401  (the repository root on sys.path)
-
 import argparse
 import json
 import sys
+
+import _bootstrap  # noqa: F401  (the repository root on sys.path)
 
 from ablations.framework.catalog import all_tables, entry_script
 from ablations.framework.provenance import REPO_ROOT

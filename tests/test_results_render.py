@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ablations.framework.render import format_delta, format_value, markdown_diff, render_markdown
 from ablations.framework.provenance import git_commit, git_dirty, library_versions, provenance, utc_now
 from ablations.framework.publish import wandb_table, write_results
+from ablations.framework.render import format_delta, format_value, markdown_diff, render_markdown
 from ablations.framework.results import aggregate_runs, compute_delta, finalize_results, load_results, validate_results
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

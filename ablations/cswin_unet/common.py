@@ -34,6 +34,7 @@ def synapse_table(
     """One of CSWin-UNet's Synapse ablation tables; ``paper_says`` is the paper's stated conclusion."""
     return AblationTable(
         paper="cswin_unet", number=number, subject=subject, title=title, dataset="synapse",
-        recipe=RECIPE, quick_recipe=QUICK_RECIPE, synthetic_data=SYNTHETIC_DATA, metrics=metrics, variants=tuple(variants),
+        recipe=RECIPE, quick_recipe=QUICK_RECIPE, synthetic_data=SYNTHETIC_DATA, metrics=metrics,
+        variants=tuple(variants),
         paper_source=f"{PAPER_SOURCE} {paper_says}", notes=notes,
     )

@@ -304,17 +304,18 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
         if not args.dry_run:
             shown = ", ".join(f"{m.label} {record['metrics'].get(m.name, float('nan')):.{m.decimals}f}"
                               for m in table.metrics)
-            how = "reused a finished run" if record.get("reused") else f"{record['metrics']['train_test_seconds']:.0f} s"
+            seconds = record["metrics"]["train_test_seconds"]
+            how = "reused a finished run" if record.get("reused") else f"{seconds:.0f} s"
             tqdm.write(f"    → {shown}  ({how})")
     bar.close()
     if args.dry_run:
         print(f"\nbuilt {len(jobs)} runs; nothing trained (--dry-run)")
         return None
     reused = sum(1 for runs in records.values() for r in runs if r.get("reused"))
+    reuse_note = f"; {reused} finished run(s) of an interrupted invocation reused" if reused else ""
     notes = list(table.notes) + [f"wall time of all runs: {time.perf_counter() - started:.0f} s "
                                  f"({torch.get_num_threads()} CPU threads, "
-                                 f"{'CUDA' if torch.cuda.is_available() else 'CPU only'})"
-                                 + (f"; {reused} finished run(s) of an interrupted invocation reused" if reused else "")]
+                                 f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}){reuse_note}"]
     results = {
         "schema": 1, "paper": table.paper, "table": table.number, "subject": table.subject, "title": table.title,
         "dataset": table.dataset, "data_kind": data_kind, "quick": quick, "recipe": table.recipe,
