@@ -16,7 +16,7 @@ DASH = "—"
 
 CPU_TIMING_NOTE = (
     "Absolute CPU times are only comparable within one run: they come from a {cores}-core machine "
-    "({threads} PyTorch threads) shared with other work, so compare ratios between rows of this run "
+    "({threads}) shared with other work, so compare ratios between rows of this run "
     "(model against model, bf16 against fp32), not times across runs or machines."
 )
 
@@ -66,6 +66,10 @@ def _delta(ours: int | None, ref: int | None) -> str:
     return f"{ours - ref:+,d} ({(ours - ref) / ref:+.3%})" if ref else f"{ours - ref:+,d}"
 
 
+def _threads(count: Any) -> str:
+    return f"{count if count is not None else DASH} PyTorch thread" + ("" if count == 1 else "s")
+
+
 def _error_line(record: Mapping[str, Any]) -> str:
     return _cell(str(record["error"]).splitlines()[-1])
 
@@ -87,7 +91,7 @@ def _header(data: Mapping[str, Any]) -> list[str]:
         f"- Created (UTC): {data.get('created', DASH)}; torch {env.get('torch', DASH)}, "
         f"Python {env.get('python', DASH)}",
         f"- CPU: {host.get('cpu', DASH)}, {host.get('cpu_usable', DASH)} usable cores of "
-        f"{host.get('cpu_count', DASH)}, {host.get('torch_threads', DASH)} PyTorch threads; 1-min load average "
+        f"{host.get('cpu_count', DASH)}, {_threads(host.get('torch_threads'))}; 1-min load average "
         f"{_num(host.get('load_avg_1m'))} before the run (other processes on the machine slow the timings)",
         "- CUDA: " + (", ".join(host["cuda_devices"]) if host.get("cuda_devices") else "not available (no CUDA rows)"),
         f"- Batch size {settings['batch_size']} for timing and memory; precisions: {precisions}; CPU: "
@@ -95,7 +99,7 @@ def _header(data: Mapping[str, Any]) -> list[str]:
         f"{settings['cuda_warmup']} + {settings['cuda_iters']}. MACs are per image (counted at batch 1).",
         f"- The whole benchmark took {_num(settings.get('elapsed_s'), digits=1)} s.",
         "",
-        "**" + CPU_TIMING_NOTE.format(cores=host.get("cpu_usable", "?"), threads=host.get("torch_threads", "?"))
+        "**" + CPU_TIMING_NOTE.format(cores=host.get("cpu_usable", "?"), threads=_threads(host.get("torch_threads")))
         + "**",
         "",
         "MAC conventions (1 MAC = one multiply-add; papers' \"FLOPs\" from thop are MACs):",
