@@ -178,7 +178,11 @@ def _write_into(folder: Path, params: dict[str, Any]) -> None:
     (folder / TEST_DIR).mkdir()
     (folder / LIST_DIR).mkdir()
 
+    from tqdm.auto import tqdm
+
     slice_names: list[str] = []
+    bar = tqdm(total=num_train + num_test, desc="writing synthetic Synapse", unit="case", leave=False,
+               disable=num_train + num_test < 8)  # tiny test sets are written in a blink
     for i, case in enumerate(_case_names("train", num_train)):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 0, i]))
         drop = (2,) if i % 4 == 3 else ()
@@ -187,6 +191,7 @@ def _write_into(folder: Path, params: dict[str, Any]) -> None:
             name = f"{case}_slice{s:03d}"
             np.savez(folder / TRAIN_DIR / f"{name}{NPZ_SUFFIX}", image=image[s], label=label[s])
             slice_names.append(name)
+        bar.update()
 
     test_names = _case_names("test", num_test)
     for i, case in enumerate(test_names):
@@ -196,6 +201,8 @@ def _write_into(folder: Path, params: dict[str, Any]) -> None:
         with h5py.File(folder / TEST_DIR / f"{case}{H5_SUFFIX}", "w") as f:
             f.create_dataset("image", data=image)
             f.create_dataset("label", data=label)
+        bar.update()
+    bar.close()
 
     (folder / LIST_DIR / TRAIN_LIST).write_text("".join(f"{n}\n" for n in slice_names))
     (folder / LIST_DIR / TEST_LIST).write_text("".join(f"{n}\n" for n in test_names))
