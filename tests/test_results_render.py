@@ -267,7 +267,7 @@ def test_framework_modules_import_without_circles():
 def _committed_results() -> list[Path]:
     if not RESULTS_DIR.is_dir():
         return []
-    # ablation tables live in results/<paper>/; results/benchmarks.* has its own check (test_complexity.py)
+    # ablation tables live in results/<paper>/; results/benchmarks.* has its own check (test_benchmarks.py)
     return sorted(p for p in RESULTS_DIR.glob("*/*.json") if p.with_suffix(".md").exists())
 
 
