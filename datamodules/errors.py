@@ -10,6 +10,11 @@ It subclasses :class:`ValueError` so generic ``except ValueError`` handlers (and
 LightningCLI's error reporting) still catch it. Command-line entry points wrap
 their work in :func:`exit_on_dataset_error`, so users see that one message, not a
 traceback (``REPRO_TRACEBACK=1`` keeps the traceback).
+
+The whole-set check (:mod:`datamodules.checks`) raises a subclass,
+:class:`~datamodules.checks.DataCheckError`, whose message has several lines: a
+summary (``3 broken files in /data/Synapse (full check of 2223 files):``), then one
+line per broken file; :func:`exit_on_dataset_error` prints all of them.
 """
 from __future__ import annotations
 
@@ -46,7 +51,10 @@ def exit_on_dataset_error() -> Iterator[None]:
 def _original_message(error: DatasetError) -> str:
     """The message as raised, also when a DataLoader worker re-raised it with its traceback inside."""
     message = str(error)
-    marker = f"{DatasetError.__name__}: "
-    if "Original Traceback" in message and marker in message:
-        return message.rsplit(marker, 1)[1].strip()
+    if "Original Traceback" not in message:
+        return message
+    for name in dict.fromkeys((type(error).__name__, DatasetError.__name__)):
+        marker = f"{name}: "
+        if marker in message:
+            return message.rsplit(marker, 1)[1].strip()
     return message

@@ -21,6 +21,7 @@ from .errors import DatasetError, describe_path
 
 __all__ = [
     "read_list_file",
+    "listed_paths",
     "check_listed_files",
     "check_image",
     "check_label",
@@ -54,10 +55,11 @@ def read_list_file(path: Path, what: str, hint: str = "") -> list[str]:
     return names
 
 
-def check_listed_files(
-    list_path: Path, folder: Path, names: Sequence[str], suffix: str, release: str = "the data set's"
-) -> list[Path]:
-    """Paths ``folder/<name><suffix>``; DatasetError naming the first missing one."""
+def listed_paths(folder: Path, names: Sequence[str], suffix: str, release: str = "the data set's") -> list[Path]:
+    """Paths ``folder/<name><suffix>``, checking only that ``folder`` exists (not the files).
+
+    The whole-set check (:mod:`datamodules.checks`) reports every missing listed file at once.
+    """
     if not folder.is_dir():
         found = "it is a file" if folder.exists() else "it does not exist"
         try:
@@ -69,7 +71,14 @@ def check_listed_files(
             f"'{folder.name}/' folder of *{suffix} files inside the data root {describe_path(folder.parent)}, "
             f"which contains {siblings}"
         )
-    paths = [folder / f"{name}{suffix}" for name in names]
+    return [folder / f"{name}{suffix}" for name in names]
+
+
+def check_listed_files(
+    list_path: Path, folder: Path, names: Sequence[str], suffix: str, release: str = "the data set's"
+) -> list[Path]:
+    """Paths ``folder/<name><suffix>``; DatasetError naming the first missing one."""
+    paths = listed_paths(folder, names, suffix, release)
     missing = [p for p in paths if not p.is_file()]
     if missing:
         hint = ""

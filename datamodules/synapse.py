@@ -52,14 +52,17 @@ Determinism (see also :mod:`datamodules.transforms`):
 Bad data raises :class:`~datamodules.errors.DatasetError` naming the file:
 existence (root, folders, list files, every listed file) is checked in
 ``setup()``, contents (keys, dimensions, shapes, label range, NaN/inf) when an
-item is loaded. Nothing is silently skipped.
+item is loaded. Nothing is silently skipped. Before that, ``setup()`` checks every
+file the stage reads (``data_check``, :mod:`datamodules.checks`) and raises one
+:class:`~datamodules.checks.DataCheckError` listing every broken file.
 """
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import albumentations as A
 import lightning as L
@@ -67,7 +70,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .checks import CheckReport, DataFile, check_files, is_rank_zero
 from .errors import DatasetError, describe_path
+from .files import check_listed_files, h5_volume_shape, listed_paths, load_h5_volume, load_npz_slice, read_list_file
+from .sampling import EpochShuffleSampler, loader_kwargs, start_epoch
 from .synapse_layout import (
     H5_SUFFIX,
     LIST_DIR,
@@ -79,9 +85,7 @@ from .synapse_layout import (
     TRAIN_DIR,
     TRAIN_LIST,
 )
-from .synthetic import SyntheticSynapse
-from .files import check_listed_files, h5_volume_shape, load_h5_volume, load_npz_slice, read_list_file
-from .sampling import EpochShuffleSampler, loader_kwargs, start_epoch
+from .synthetic import SyntheticSynapse, default_cache_dir
 from .transforms import ResizeBackend, item_seed, reseed, resize_transform, synapse_train_transform
 
 __all__ = [
@@ -238,6 +242,10 @@ class SynapseDataModule(L.LightningDataModule):
             the same format (:class:`~datamodules.synthetic.SyntheticSynapse`: case
             counts, size, seed, cache folder) on first use and read that. In a config:
             ``synthetic: {num_train_cases: 4, size: 128}``.
+        data_check: before the datasets are built, ``setup()`` checks every file of the
+            stage (:meth:`check_data`): ``"full"`` reads every array (the default: Synapse
+            takes seconds per GB, and unchanged files are skipped on later runs),
+            ``"fast"`` reads only the headers, ``"off"`` leaves it to the per-item checks.
 
     The training DataLoader keeps the last, incomplete batch and shuffles, as the
     official code (``shuffle=True``, ``drop_last=False``): 93 iterations per epoch
@@ -259,6 +267,7 @@ class SynapseDataModule(L.LightningDataModule):
         max_train_slices: int | None = None,
         resize_backend: ResizeBackend = "scipy",
         synthetic: SyntheticSynapse | None = None,
+        data_check: Literal["off", "fast", "full"] = "full",
     ):
         super().__init__()
         if img_size < 1:
@@ -277,6 +286,8 @@ class SynapseDataModule(L.LightningDataModule):
             raise ValueError(f"resize_backend must be 'scipy' or 'opencv', got {resize_backend!r}")
         if synthetic is not None and data_dir is not None:
             raise ValueError("give either data_dir (the real release) or synthetic (a generated stand-in), not both")
+        if data_check not in ("off", "fast", "full"):
+            raise ValueError(f"data_check must be 'off', 'fast' or 'full', got {data_check!r}")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.list_dir = list_dir
@@ -289,6 +300,7 @@ class SynapseDataModule(L.LightningDataModule):
         self.max_train_slices = max_train_slices
         self.resize_backend = resize_backend
         self.synthetic = synthetic
+        self.data_check = data_check
         self.train_dataset: SynapseTrainDataset | None = None
         self.val_dataset: SynapseSliceDataset | None = None
         self.test_dataset: SynapseVolumeDataset | None = None
@@ -363,10 +375,65 @@ class SynapseDataModule(L.LightningDataModule):
             names = names[:limit]
         return check_listed_files(list_path, root / TEST_DIR, names, H5_SUFFIX, _RELEASE)
 
+    # -- whole-set check --------------------------------------------------------------------
+    def data_files(self, stage: str | None, root: Path) -> list[DataFile]:
+        """The files ``stage`` reads (``None``: every stage): slices for fit, volumes for validate/test."""
+        list_dir = self.resolve_list_dir(root)
+        files: list[DataFile] = []
+        if stage in (None, "fit"):
+            names = read_list_file(
+                list_dir / TRAIN_LIST, "training slice names without extension (e.g. case0005_slice000)", _LIST_HINT
+            )
+            if self.max_train_slices is not None:
+                names = names[: self.max_train_slices]
+            files += [DataFile(p, 2, list_dir / TRAIN_LIST)
+                      for p in listed_paths(root / TRAIN_DIR, names, NPZ_SUFFIX, _RELEASE)]
+        volumes = stage in (None, "test", "predict") or (stage in ("fit", "validate") and self.val_volumes > 0)
+        if volumes:
+            limit = None if stage in (None, "test", "predict") else self.val_volumes
+            names = read_list_file(list_dir / TEST_LIST, "test volume names without extension (e.g. case0008)",
+                                   _LIST_HINT)
+            if limit is not None and limit > len(names):
+                self.test_paths(root, limit=limit)  # raises the val_volumes error
+            files += [DataFile(p, 3, list_dir / TEST_LIST)
+                      for p in listed_paths(root / TEST_DIR, names[:limit], H5_SUFFIX, _RELEASE)]
+        return files
+
+    def check_data(
+        self, stage: str | None = None, level: str | None = None, *, progress: bool | None = None,
+        workers: int | None = None, use_cache: bool = True, print_summary: bool | None = None,
+    ) -> CheckReport:
+        """Check every file ``stage`` reads (``None``: all) at ``level`` (default ``data_check``, else ``"full"``).
+
+        Raises one :class:`~datamodules.checks.DataCheckError` listing every broken file.
+        The progress bar (stderr) shows on rank 0 only, and not when the attached
+        trainer has no progress bar; results are cached under the cache folder
+        (``$REPRO_CACHE_DIR``, or the synthetic set's ``cache_dir``) so unchanged files
+        are not read again. The one-line summary goes to stderr when ``print_summary``
+        (default: when the progress bar shows).
+        """
+        root = self.resolve_root()
+        level = level or (self.data_check if self.data_check != "off" else "full")
+        trainer = getattr(self, "trainer", None)
+        if progress is None and trainer is not None:
+            progress = bool(trainer.is_global_zero and trainer.progress_bar_callback is not None)
+        elif progress is None:
+            progress = is_rank_zero()
+        cache_dir = self.synthetic.cache_dir if self.synthetic is not None and self.synthetic.cache_dir else None
+        files = self.data_files(stage, root)
+        report = check_files(files, level=level, num_classes=self.num_classes, root=root,
+                             cache_dir=cache_dir or default_cache_dir(), use_cache=use_cache, progress=progress,
+                             workers=workers)
+        if (progress if print_summary is None else print_summary) and files:
+            print(report.summary(), file=sys.stderr, flush=True)
+        return report
+
     # -- Lightning hooks -------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         root = self.resolve_root()
         self.root = root
+        if self.data_check != "off":
+            self.check_data(stage, self.data_check)
         if stage in (None, "fit"):
             make = synapse_train_transform if self.augment else resize_transform
             transform = make(self.img_size, resize_backend=self.resize_backend)

@@ -30,6 +30,9 @@ def make_dm():
     def make(root: Path | str | None, **kwargs) -> SynapseDataModule:
         kwargs.setdefault("img_size", 32)
         kwargs.setdefault("batch_size", 4)
+        # test_synapse.py tests the per-item checks (the last line of defence), which the whole-set
+        # check in setup() would pre-empt; test_checks.py tests that check (data_check="full").
+        kwargs.setdefault("data_check", "off")
         return SynapseDataModule(data_dir=None if root is None else str(root), **kwargs)
 
     return make
