@@ -3,12 +3,14 @@
 A datamodule that can write its own synthetic stand-in takes it as an option
 (``SynapseDataModule(synthetic=SyntheticSynapse(size=64))``), not as a subclass.
 """
+from .checks import DataCheckError
 from .errors import DatasetError
 from .synapse import SynapseDataModule
 from .synapse_layout import SYNAPSE_CLASS_NAMES
 from .synthetic import SyntheticSynapse, default_cache_dir, ensure_synthetic_synapse, write_synthetic_synapse
 
 __all__ = [
+    "DataCheckError",
     "DatasetError",
     "SYNAPSE_CLASS_NAMES",
     "SynapseDataModule",
