@@ -23,13 +23,11 @@ def checkpoint(tmp_path_factory):
     """Untrained smoke weights (lr 0): a random net predicts every organ somewhere, so Dice and HD95 are non-trivial."""
     tmp = tmp_path_factory.mktemp("ddp")
     cache = tmp / "cache"
-    os.environ["REPRO_CACHE_DIR"] = str(cache)
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REPRO_CACHE_DIR", str(cache))
         cli = make_cli(tmp / "fit", SMOKE, **{"trainer.limit_train_batches": 1, "model.init_args.optimizer.lr": 0.0,
                                               "data.init_args.val_volumes": 0})
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    finally:
-        del os.environ["REPRO_CACHE_DIR"]
     (ckpt,) = (tmp / "fit").rglob("last.ckpt")
     return tmp, cache, ckpt
 
