@@ -23,7 +23,8 @@ Command line (every table script accepts it)::
     --full             the paper recipe (default with --data-dir)
     --data-dir PATH    the real data set; without it, the table's synthetic stand-in
     --only NAME        run only this variant (repeatable)
-    --seeds N          number of seeds (from the table's seeds, then the next integers)
+    --seeds N          number of seeds (default 3 in quick mode, the table's in full mode; from
+                       the table's seeds, then the next integers)
     --restart          ignore finished runs of an earlier, interrupted invocation
     --dry-run          build every variant's model and data module, train nothing
 """
@@ -241,7 +242,9 @@ def parse_args(table: AblationTable, argv: list[str] | None) -> argparse.Namespa
     parser.add_argument("--data-dir", help=f"root of the real {table.dataset} data set")
     parser.add_argument("--only", action="append", metavar="VARIANT",
                         help=f"run only these variants: {', '.join(v.name for v in table.variants)}")
-    parser.add_argument("--seeds", type=int, default=len(table.seeds), help="number of seeds per variant")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help=f"number of seeds per variant (default: {table.quick_seeds} in quick mode, "
+                             f"{len(table.seeds)} with the paper recipe)")
     parser.add_argument("--out-dir", default=str(REPO_ROOT / "results"), help="where the table's JSON/MD/PNG go")
     parser.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="where each run's logs go")
     parser.add_argument("--wandb-project", default=DEFAULT_WANDB_PROJECT)
@@ -249,7 +252,7 @@ def parse_args(table: AblationTable, argv: list[str] | None) -> argparse.Namespa
                         help="train every run again, even those an interrupted invocation finished")
     parser.add_argument("--dry-run", action="store_true", help="build every variant, train nothing")
     args = parser.parse_args(argv)
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be >= 1")
     return args
 
@@ -284,7 +287,7 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
     quick = args.quick or not (args.full or args.data_dir)
     data_kind = "real" if args.data_dir else "synthetic"
     variants = [table.variant(name) for name in args.only] if args.only else list(table.variants)
-    seeds = seeds_for(table, args.seeds)
+    seeds = seeds_for(table, args.seeds or (table.quick_seeds if quick else len(table.seeds)))
     mode = f"{'quick' if quick else 'paper recipe'}, {data_kind} data"
     runs_root = Path(args.runs_dir) / table.paper / (table.key + ("-quick" if quick else "") + f"-{data_kind}")
     print(f"{table.paper} Table {table.number} ({table.title}): {len(variants)} variants × {len(seeds)} seeds, {mode}")

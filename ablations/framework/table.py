@@ -59,7 +59,9 @@ class AblationTable:
     ``--quick`` (reduced width and schedule); ``synthetic_data`` is the config layered
     last when no ``--data-dir`` is given (the data set's synthetic stand-in in the
     same on-disk format). ``overrides`` apply to every variant. ``paper_source`` says
-    where the paper's numbers come from. ``script`` is the entry under ``reproduce/``
+    where the paper's numbers come from. ``seeds`` are the full recipe's (the paper's
+    seed first); ``--quick`` runs ``quick_seeds`` of them (extended with the next
+    integers) and reports mean ± std. ``script`` is the entry under ``reproduce/``
     (``table5_upsampling`` by default; a later paper with another Table 5 names
     itself, e.g. ``table6_dlka_skip_connections``).
     """
@@ -76,6 +78,7 @@ class AblationTable:
     variants: tuple[Variant, ...]
     paper_source: str
     seeds: tuple[int, ...] = (1234,)
+    quick_seeds: int = 3
     overrides: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     script: str | None = None
