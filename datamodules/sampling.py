@@ -3,19 +3,29 @@
 The order of epoch ``e`` is a pure function of ``(seed, e)``; together with
 per-item augmentation seeds (:func:`datamodules.transforms.item_seed`) a batch
 is a pure function of ``(seed, epoch, step)`` for any ``num_workers``, and a run
-resumed from a checkpoint replays exactly what the uninterrupted run saw.
+resumed from a checkpoint replays exactly what the uninterrupted run saw, also
+from a checkpoint written inside an epoch (:func:`resume_point`).
 """
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["EpochShuffleSampler", "seed_worker", "loader_kwargs", "start_epoch"]
+__all__ = [
+    "EpochShuffleSampler",
+    "ResumePoint",
+    "seed_worker",
+    "loader_kwargs",
+    "start_epoch",
+    "resume_point",
+    "progress_resume_point",
+]
 
 
 class EpochShuffleSampler(Sampler):
@@ -25,17 +35,29 @@ class EpochShuffleSampler(Sampler):
     :meth:`set_epoch` before each training epoch (also through its
     ``DistributedSamplerWrapper`` under DDP). ``dataset``, if given, is told the
     epoch too, for code that indexes it with plain integers.
+
+    ``skip``: the first iteration of ``epoch`` leaves out the first ``skip`` items of
+    its order (a run resumed inside that epoch: the items already trained on, see
+    :func:`resume_point`); later iterations and other epochs are whole. ``len()``
+    stays ``num_items``, so Lightning's batch count of the epoch does not change
+    (its counters continue from the checkpoint's batch). Not for a sampler that
+    Lightning wraps for DDP (the wrapper indexes the full list): there, pass 0.
     """
 
     def __init__(
-        self, num_items: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, dataset: Any = None
+        self, num_items: int, *, seed: int = 0, epoch: int = 0, shuffle: bool = True, dataset: Any = None,
+        skip: int = 0,
     ):
+        if skip < 0:
+            raise ValueError(f"skip must be >= 0, got {skip}")
         self.num_items = int(num_items)
         self.seed = int(seed)
         self.shuffle = shuffle
         self.dataset = dataset
         self.epoch = 0
         self.set_epoch(epoch)
+        #: ``(epoch, items)`` still to be left out by the first iteration of that epoch
+        self.pending_skip: tuple[int, int] | None = (self.epoch, int(skip)) if skip else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -51,7 +73,13 @@ class EpochShuffleSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
-        return iter([(epoch, i) for i in self.permutation(epoch)])
+        order = self.permutation(epoch)
+        if self.pending_skip is not None:
+            skip_epoch, skip = self.pending_skip
+            self.pending_skip = None  # only the first iteration resumes; a stale skip is dropped
+            if skip_epoch == epoch:
+                order = order[skip:]
+        return iter([(epoch, i) for i in order])
 
     def __len__(self) -> int:
         return self.num_items
@@ -94,13 +122,103 @@ def loader_kwargs(seed: int, num_workers: int) -> dict[str, Any]:
 def start_epoch(trainer: Any) -> int:
     """The epoch a Lightning trainer is about to run: the value it later passes to ``set_epoch``.
 
-    ``epoch_progress.current.processed`` (not ``current_epoch``, which counts
-    *completed* epochs and lags by one when resuming from a checkpoint saved in
-    ``on_train_epoch_end``); 0 without a trainer.
+    ``resume_point(trainer).epoch``: from the fit loop's ``epoch_progress`` (not
+    ``current_epoch``, which counts *completed* epochs and lags by one when resuming
+    from a checkpoint saved in ``on_train_epoch_end``), or from the checkpoint being
+    resumed while the loops are not restored yet; 0 without a trainer.
     """
-    if trainer is None:
-        return 0
+    return resume_point(trainer).epoch
+
+
+class ResumePoint(NamedTuple):
+    """Where training (re)starts: ``epoch``, and how many of its batches were already trained."""
+
+    epoch: int
+    batches_done: int = 0
+
+
+def progress_resume_point(epoch_progress: Mapping[str, Any], batch_progress: Mapping[str, Any]) -> ResumePoint:
+    """The resume point recorded by a fit loop's progress counters (their ``state_dict()`` form).
+
+    ``epoch_progress`` is ``fit_loop.epoch_progress``, ``batch_progress`` is
+    ``fit_loop.epoch_loop.batch_progress`` (in a checkpoint: ``loops.fit_loop.epoch_progress``
+    and ``loops.fit_loop["epoch_loop.batch_progress"]``). An epoch was started but not
+    processed when the checkpoint was written inside it (``on_train_batch_end``, e.g.
+    ``ModelCheckpoint(every_n_train_steps=N)``, or a validation inside the epoch); its
+    ``processed`` batches are done, unless that batch was the epoch's last (Lightning then
+    goes on with the next epoch). A checkpoint written at the end of an epoch (its
+    ``processed`` already counts it) resumes at the start of the next.
+    """
+    epochs = epoch_progress["current"]
+    epoch = int(epochs["processed"])
+    if int(epochs["started"]) > epoch:  # written inside `epoch`
+        if batch_progress.get("is_last_batch", False):
+            return ResumePoint(epoch + 1, 0)
+        return ResumePoint(epoch, int(batch_progress["current"]["processed"]))
+    return ResumePoint(epoch, 0)
+
+
+def _checkpoint_fit_loop(path: Any) -> Mapping[str, Any] | None:
+    """The ``loops.fit_loop`` state of the checkpoint file at ``path`` (memory-mapped, tensors not read)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):  # a remote URL or a special value: not read here
+        return None
     try:
-        return int(trainer.fit_loop.epoch_progress.current.processed)
-    except AttributeError:  # pragma: no cover - other Lightning versions
-        return int(trainer.current_epoch)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # an unreadable file is reported by Lightning's own loading
+        return None
+    loops = checkpoint.get("loops") if isinstance(checkpoint, Mapping) else None
+    fit_loop = loops.get("fit_loop") if isinstance(loops, Mapping) else None
+    return fit_loop if isinstance(fit_loop, Mapping) else None
+
+
+def resume_point(trainer: Any) -> ResumePoint:
+    """The epoch a Lightning trainer is about to run and the number of its batches already trained.
+
+    For ``train_dataloader()``: the sampler starts at ``epoch`` and leaves out the first
+    ``batches_done * batch_size`` items (:class:`EpochShuffleSampler` ``skip``). On a
+    resume from a checkpoint written inside an epoch, Lightning 2.x restores its batch
+    counters and goes on with the epoch's remaining batches, but a map-style DataLoader
+    starts again from its first batch, so without the skip the resumed epoch would see
+    its first batches twice and its last ones never.
+
+    Read from the fit loop's progress counters once they are restored; before that (the
+    train DataLoader is first requested by ``trainer.estimated_stepping_batches`` inside
+    ``configure_optimizers``, *before* Lightning restores the loops, and it is iterated,
+    with workers prefetching, from there) from the checkpoint being resumed,
+    ``trainer.ckpt_path``. Under DDP (``world_size > 1``) ``batches_done`` is 0: Lightning
+    shards the sampler's full list, so a resumed epoch restarts from its first batch
+    (Lightning's own behaviour, which it warns about), while an end-of-epoch checkpoint
+    resumes with the next epoch's order. ``(0, 0)`` without a trainer.
+    """
+    fit_loop = getattr(trainer, "fit_loop", None)
+    if fit_loop is None:
+        return ResumePoint(0, 0)
+    epoch_loop = fit_loop.epoch_loop
+    point = progress_resume_point(fit_loop.epoch_progress.state_dict(), epoch_loop.batch_progress.state_dict())
+    ckpt_path = getattr(trainer, "ckpt_path", None)
+    if fit_loop.epoch_progress.total.ready == 0 and ckpt_path:  # resuming; the loops are not restored yet
+        saved = _checkpoint_fit_loop(ckpt_path)
+        if saved is not None and "epoch_progress" in saved and "epoch_loop.batch_progress" in saved:
+            point = progress_resume_point(saved["epoch_progress"], saved["epoch_loop.batch_progress"])
+        elif getattr(trainer, "is_global_zero", True):
+            from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+
+            rank_zero_warn(f"Could not read the loop state of {ckpt_path} (not a local checkpoint file?): if it "
+                           "was written inside an epoch, the resumed run starts that epoch's data from its start")
+    if point.batches_done and getattr(trainer, "world_size", 1) > 1:
+        _info(trainer, f"Resuming inside epoch {point.epoch} under DDP: the epoch restarts from its first batch "
+                       f"({point.batches_done} batches of it were trained before the checkpoint)")
+        return ResumePoint(point.epoch, 0)
+    if point.batches_done:
+        _info(trainer, f"Resuming inside epoch {point.epoch}: the training sampler leaves out the "
+                       f"{point.batches_done} batches trained before the checkpoint (so Lightning's warning "
+                       "that the dataloader is not resumable does not apply)")
+    return point
+
+
+def _info(trainer: Any, message: str) -> None:
+    if getattr(trainer, "is_global_zero", True):
+        from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+        rank_zero_info(message)

@@ -73,7 +73,7 @@ from torch.utils.data import DataLoader, Dataset
 from .checks import CheckReport, DataFile, check_files, is_rank_zero
 from .errors import DatasetError, describe_path
 from .files import check_listed_files, h5_volume_shape, listed_paths, load_h5_volume, load_npz_slice, read_list_file
-from .sampling import EpochShuffleSampler, loader_kwargs, start_epoch
+from .sampling import EpochShuffleSampler, loader_kwargs, resume_point
 from .synapse_layout import (
     H5_SUFFIX,
     LIST_DIR,
@@ -462,9 +462,11 @@ class SynapseDataModule(L.LightningDataModule):
                           **loader_kwargs(self.seed, self.num_workers))
 
     def train_dataloader(self) -> DataLoader:
+        """Starts where the run stands: a run resumed inside an epoch leaves out its trained batches."""
         dataset = self._require(self.train_dataset, "fit")
-        epoch = start_epoch(getattr(self, "trainer", None))
-        sampler = EpochShuffleSampler(len(dataset), seed=self.seed, epoch=epoch, dataset=dataset)
+        epoch, batches_done = resume_point(getattr(self, "trainer", None))
+        sampler = EpochShuffleSampler(len(dataset), seed=self.seed, epoch=epoch, dataset=dataset,
+                                      skip=batches_done * self.batch_size)
         return self._loader(dataset, self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
