@@ -46,7 +46,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.layers import CSWinBlock, build_upsampler, drop_path_schedule, trunc_normal_
+from models.layers import CARAFE, CSWinBlock, build_upsampler, drop_path_schedule, trunc_normal_
+from models.layers.carafe import shuffle_subpixels
 from models.layers.upsample import UpsamplerName
 from models.registry import register_model
 
@@ -93,7 +94,23 @@ class ChannelsLastUpsample(nn.Module):
         self.upsampler = upsampler
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.upsampler, CARAFE):
+            return shuffle_subpixels(self.upsampler.subpixel_forward(x.permute(0, 3, 1, 2)))
         return self.upsampler(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def forward_then(self, x: torch.Tensor, head: nn.Conv2d) -> torch.Tensor:
+        """``head(upsample(x))`` for a 1×1 conv head: (B, H, W, C) → (B, K, σH, σW), contiguous.
+
+        With CARAFE the per-pixel head runs on the sub-pixel layout and only its K output
+        channels are interleaved (straight into the channels-first logits).
+        """
+        if not isinstance(self.upsampler, CARAFE):
+            return head(self(x).permute(0, 3, 1, 2)).contiguous()
+        sub = self.upsampler.subpixel_forward(x.permute(0, 3, 1, 2))  # (B, H, W, σ, σ, C)
+        b, h, w, s, _, c = sub.shape
+        logits = head(sub.reshape(b, h, w * s * s, c).permute(0, 3, 1, 2))  # (B, K, H, W·σ²)
+        logits = logits.permute(0, 2, 3, 1).reshape(b, h, w, s, s, -1)
+        return logits.permute(0, 5, 1, 3, 2, 4).reshape(b, -1, h * s, w * s)
 
 
 class DecoderLevel(nn.Module):
@@ -221,8 +238,7 @@ class CSWinUNet(nn.Module):
         x = self.bottleneck(self.encoder_norm(x))
         for level, skip in zip(self.decoder, reversed(skips), strict=True):
             x = level(x, skip)
-        x = self.final_upsample(self.decoder_norm(x))
-        return self.head(x.permute(0, 3, 1, 2))
+        return self.final_upsample.forward_then(self.decoder_norm(x), self.head)
 
 
 def _init_weights(module: nn.Module) -> None:

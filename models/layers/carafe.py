@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CARAFE"]
+__all__ = ["CARAFE", "shuffle_subpixels"]
 
 
 class CARAFE(nn.Module):
@@ -52,18 +52,72 @@ class CARAFE(nn.Module):
         logits = F.pixel_shuffle(self.content_encoder(self.compressor(x)), self.scale)
         return logits.softmax(dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _source_kernels(self, x: torch.Tensor) -> torch.Tensor:
+        """ψ per source pixel: (B, C, H, W) → (B·H·W, σ², k²), softmax over k² (= :meth:`reassembly_kernels`).
+
+        Encoder channel ``n·σ² + a·σ + b`` is kernel position n of sub-pixel (a, b), so the
+        channels-last logits viewed (…, k², σ²) need no pixel shuffle.
+        """
+        b, _, h, w = x.shape
+        k2, s2 = self.up_kernel**2, self.scale**2
+        logits = self.content_encoder(self.compressor(x)).permute(0, 2, 3, 1)  # (B, H, W, k²σ²)
+        return logits.reshape(b * h * w, k2, s2).softmax(dim=1).transpose(1, 2)
+
+    def _patches(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-padded k×k neighbourhoods of every source pixel: (B, C, H, W) → (B·H·W, k², C)."""
+        return _Neighbourhoods.apply(x, self.up_kernel)
+
+    def subpixel_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """CARAFE before the final pixel shuffle: (B, C, H, W) → (B, H, W, σ, σ, C_out).
+
+        ``[b, i, j, a, c]`` is output pixel (σi + a, σj + c). Reassembly φ is one batched
+        matmul of the per-pixel (σ², k²) kernels with the (k², C) neighbourhoods; the 1×1
+        projection, a per-pixel map, runs on that sub-pixel layout (viewed as a
+        channels-last (B, C, H, W·σ²) image, so it is a plain GEMM) and only its C_out
+        channels are interleaved afterwards; a caller can apply further per-pixel layers
+        first (CSWin-UNet's head).
+        """
         b, c, h, w = x.shape
-        s, k2 = self.scale, self.up_kernel**2
-        kernels = self.reassembly_kernels(x)  # (B, k², sH, sW)
-        # (B, k², sH, sW) → (B, H, W, s², k²): the s² sub-pixel kernels of each source pixel
-        kernels = kernels.view(b, k2, h, s, w, s).permute(0, 2, 4, 3, 5, 1).reshape(b, h, w, s * s, k2)
-        # Zero-padded k×k neighbourhoods of every source pixel: (B, H, W, k², C)
-        patches = F.unfold(x, self.up_kernel, padding=self.up_kernel // 2)
-        patches = patches.view(b, c, k2, h, w).permute(0, 3, 4, 2, 1)
-        out = torch.matmul(kernels, patches)  # (B, H, W, s², C) — reassembly φ as one matmul
-        out = out.view(b, h, w, s, s, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h * s, w * s)
-        return self.projection(out)
+        s = self.scale
+        out = torch.bmm(self._source_kernels(x), self._patches(x))  # (B·H·W, σ², C)
+        out = self.projection(out.view(b, h, w * s * s, c).permute(0, 3, 1, 2))  # (B, C_out, H, W·σ²)
+        return out.permute(0, 2, 3, 1).reshape(b, h, w, s, s, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → (B, C_out, σH, σW), stored channels-last (as (B, σH, σW, C_out))."""
+        return shuffle_subpixels(self.subpixel_forward(x)).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, up_kernel={self.up_kernel}"
+
+
+def shuffle_subpixels(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, σ, σ, C) sub-pixel layout → the (B, σH, σW, C) map (one copy)."""
+    b, h, w, s, _, c = x.shape
+    return x.transpose(2, 3).reshape(b, h * s, w * s, c)
+
+
+class _Neighbourhoods(torch.autograd.Function):
+    """(B, C, H, W) → (B·H·W, k², C): the zero-padded k×k neighbourhood of every pixel, channels last.
+
+    Forward: one pad and one strided copy (the ``unfold`` view of the padded map, read
+    channels-last). Backward: the adjoint is ``F.fold`` (col2im), after one copy into its
+    (B, C·k², H·W) layout; autograd's own ``unfold_backward`` of the view is several times slower.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: int) -> torch.Tensor:
+        b, c, h, w = x.shape
+        r = k // 2
+        ctx.k, ctx.hw = k, (h, w)
+        padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, r, r, r, r))  # (B, H+2r, W+2r, C)
+        windows = padded.unfold(1, k, 1).unfold(2, k, 1)  # (B, H, W, C, k, k), a view
+        return windows.permute(0, 1, 2, 4, 5, 3).reshape(b * h * w, k * k, c)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        k, (h, w) = ctx.k, ctx.hw
+        c = grad.shape[-1]
+        b = grad.shape[0] // (h * w)
+        cols = grad.view(b, h * w, k * k, c).permute(0, 3, 2, 1).reshape(b, c * k * k, h * w)
+        return F.fold(cols, (h, w), k, padding=k // 2), None

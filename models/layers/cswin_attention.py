@@ -101,11 +101,117 @@ class StripeAttention(nn.Module):
         return _from_windows(out, b, h, w)
 
 
+def _attention_dtype(t: torch.Tensor) -> torch.dtype:
+    """float32 for reduced-precision CPU tensors (autocast's bf16): faster and more accurate there.
+
+    On the CPU the fused attention kernel runs float32 faster than bfloat16 (its bf16
+    backward is several times slower), and LePE's depthwise conv gains nothing from bf16;
+    elsewhere the input dtype is kept.
+    """
+    if t.device.type == "cpu" and t.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return t.dtype
+
+
+def _autocast_off(t: torch.Tensor):
+    return torch.autocast(t.device.type, enabled=False)
+
+
+class _StripeGather(torch.autograd.Function):
+    """qkv map (B, H, W, 3C) → stripe windows of both branches, in one pre-allocated buffer.
+
+    Output ``(3, 2, B, nWin, n, C/2)`` of dtype ``dtype``: q/k/v, branch (0 vertical,
+    1 horizontal), window, token, channel. Vertical windows list their tokens as (row,
+    column in stripe), horizontal ones as (row in stripe, column); so v's branch 0 viewed
+    (B·nWin, H, split, C/2) and branch 1 viewed (B·nWin, split, W, C/2) are dense
+    channels-last maps for LePE. Both branches need the same nWin and n, i.e. H == W.
+    Forward and backward are two strided copies each (autograd's own select/permute
+    backward would zero-fill and add full-size buffers); a dtype change rides along.
+    """
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, split: int, dtype: torch.dtype) -> torch.Tensor:
+        b, h, w, c3 = qkv.shape
+        ctx.split, ctx.shape, ctx.dtype = split, qkv.shape, qkv.dtype
+        buf = qkv.new_empty(3, 2, b, h // split, h * split, c3 // 6, dtype=dtype)
+        for src, dst in _stripe_pairs(qkv, buf, split):
+            dst.copy_(src)
+        return buf
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_qkv = grad.new_empty(ctx.shape, dtype=ctx.dtype)
+        for src, dst in _stripe_pairs(grad_qkv, grad.contiguous(), ctx.split):
+            src.copy_(dst)
+        return grad_qkv, None, None
+
+
+def _stripe_pairs(qkv: torch.Tensor, buf: torch.Tensor, split: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(map view, buffer view) of equal shape (3, B, nWin, a, b, C/2) for each branch; see _StripeGather."""
+    b, h, w, c3 = qkv.shape
+    cb = c3 // 6
+    m = qkv.view(b, h, w, 3, 2, cb)
+    vertical = m[:, :, :, :, 0].view(b, h, w // split, split, 3, cb).permute(4, 0, 2, 1, 3, 5)
+    horizontal = m[:, :, :, :, 1].view(b, h // split, split, w, 3, cb).permute(4, 0, 1, 2, 3, 5)
+    return [
+        (vertical, buf[:, 0].view(3, b, w // split, h, split, cb)),
+        (horizontal, buf[:, 1].view(3, b, h // split, split, w, cb)),
+    ]
+
+
+class _StripeMerge(torch.autograd.Function):
+    """attention + LePE of both branches, windows → map (B, H, W, C) of dtype ``dtype``.
+
+    ``attn``: (2, B, nWin, n, C/2) as ``_StripeGather`` orders it; ``lepe_v``: (B·nWin, H, split, C/2),
+    ``lepe_h``: (B·nWin, split, W, C/2). The sum is written straight into the map (two
+    ``add(out=)``); backward is one gather of the map gradient, shared by the three inputs.
+    """
+
+    @staticmethod
+    def forward(ctx, attn: torch.Tensor, lepe_v: torch.Tensor, lepe_h: torch.Tensor, h: int, w: int,
+                split: int, dtype: torch.dtype) -> torch.Tensor:
+        _, b, _, _, cb = attn.shape
+        ctx.split, ctx.dims, ctx.dtype = split, (h, w), attn.dtype
+        out = attn.new_empty(b, h, w, 2 * cb, dtype=dtype)
+        pairs = _stripe_pairs_out(out, split)
+        lepes = (lepe_v.reshape(pairs[0].shape), lepe_h.reshape(pairs[1].shape))
+        for g, dst in enumerate(pairs):
+            torch.add(attn[g].reshape(dst.shape), lepes[g], out=dst)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        h, w = ctx.dims
+        grad = grad.contiguous()
+        b, cb = grad.shape[0], grad.shape[-1] // 2
+        split = ctx.split
+        g_attn = grad.new_empty(2, b, h // split, h * split, cb, dtype=ctx.dtype)
+        for g, src in enumerate(_stripe_pairs_out(grad, split)):
+            g_attn[g].view(src.shape).copy_(src)
+        g_v = g_attn[0].view(-1, h, split, cb)
+        g_h = g_attn[1].view(-1, split, w, cb)
+        return g_attn, g_v, g_h, None, None, None, None
+
+
+def _stripe_pairs_out(out: torch.Tensor, split: int) -> list[torch.Tensor]:
+    """Per branch, the map ``out`` (B, H, W, C) viewed in window order (B, nWin, a, b, C/2)."""
+    b, h, w, c = out.shape
+    m = out.view(b, h, w, 2, c // 2)
+    vertical = m[:, :, :, 0].view(b, h, w // split, split, c // 2).transpose(1, 2)
+    horizontal = m[:, :, :, 1].view(b, h // split, split, w, c // 2)
+    return [vertical, horizontal]
+
+
 class CrossShapedWindowAttention(nn.Module):
     """qkv projection → vertical + horizontal stripe branches (or one full branch) → proj.
 
     x: (B, H, W, C) → (B, H, W, C). ``full_attention`` selects the single-branch
     form the released code uses in the last stage (or where the map equals the stripe).
+
+    On square maps both branches run as one batched attention call (their windows hold
+    the same number of tokens), with the window layout made by one copy in and one copy
+    out; non-square maps run each branch through :class:`StripeAttention`. Under CPU
+    autocast the attention and LePE run in float32 (see :func:`_attention_dtype`).
     """
 
     def __init__(
@@ -139,13 +245,56 @@ class CrossShapedWindowAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        width = self.dim // len(self.branches)
-        outs = [
-            branch(*(t[..., i * width : (i + 1) * width] for t in (q, k, v)))
-            for i, branch in enumerate(self.branches)
-        ]
-        return self.proj_drop(self.proj(torch.cat(outs, dim=-1)))
+        qkv = self.qkv(x)
+        if len(self.branches) == 1:
+            out = self._full(qkv)
+        elif x.shape[1] == x.shape[2]:
+            out = self._two_branch_square(qkv)
+        else:
+            q, k, v = qkv.chunk(3, dim=-1)
+            width = self.dim // 2
+            out = torch.cat([
+                branch(*(t[..., i * width : (i + 1) * width] for t in (q, k, v)))
+                for i, branch in enumerate(self.branches)
+            ], dim=-1)
+        return self.proj_drop(self.proj(out))
+
+    def _dropout_p(self, branch: StripeAttention) -> float:
+        return branch.attn_drop if self.training else 0.0
+
+    def _full(self, qkv: torch.Tensor) -> torch.Tensor:
+        branch = self.branches[0]
+        b, h, w, _ = qkv.shape
+        out_dtype = qkv.dtype
+        with _autocast_off(qkv):
+            qkv = qkv.to(_attention_dtype(qkv))
+            q, k, v = qkv.view(b, h * w, 3, branch.num_heads, branch.head_dim).unbind(2)  # (B, n, heads, hd)
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                dropout_p=self._dropout_p(branch), scale=branch.scale,
+            )  # (B, heads, n, hd), stored as (B, n, heads, hd)
+            lepe = branch.lepe(v.reshape(b, h, w, self.dim).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            return (out.transpose(1, 2).reshape(b, h, w, self.dim) + lepe).to(out_dtype)
+
+    def _two_branch_square(self, qkv: torch.Tensor) -> torch.Tensor:
+        vertical, horizontal = self.branches
+        b, h, w, _ = qkv.shape
+        split = vertical.split_size
+        vertical.window_size(h, w), horizontal.window_size(h, w)  # validate the stripe width
+        heads, hd, cb = vertical.num_heads, vertical.head_dim, self.dim // 2
+        n = h * split
+        with _autocast_off(qkv):
+            buf = _StripeGather.apply(qkv, split, _attention_dtype(qkv))  # (3, 2, B, nWin, n, C/2)
+            q, k, v = buf.unbind(0)  # unbind, not indexing: its backward is one stack, no zero-filled buffers
+            attn = F.scaled_dot_product_attention(
+                *(t.reshape(-1, n, heads, hd).transpose(1, 2) for t in (q, k, v)),  # (2·B·nWin, heads, n, hd)
+                dropout_p=self._dropout_p(vertical), scale=vertical.scale,
+            )
+            attn = attn.transpose(1, 2).reshape(2, b, h // split, n, cb)
+            v_vert, v_horz = v.unbind(0)
+            lepe_v = vertical.lepe(v_vert.reshape(-1, h, split, cb).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            lepe_h = horizontal.lepe(v_horz.reshape(-1, split, w, cb).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            return _StripeMerge.apply(attn, lepe_v, lepe_h, h, w, split, qkv.dtype)
 
 
 class CSWinBlock(nn.Module):
@@ -179,5 +328,21 @@ class CSWinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = _residual(x, self.attn(self.norm1(x)), self.drop_path)
+        return _residual(x, self.mlp(self.norm2(x)), self.drop_path)
+
+
+def _residual(x: torch.Tensor, y: torch.Tensor, drop_path: DropPath) -> torch.Tensor:
+    """``x + drop_path(y)`` with timm's DropPath semantics and random stream, as one ``addcmul`` when active.
+
+    The per-sample mask is drawn exactly as ``timm.layers.drop_path`` draws it (same shape,
+    dtype and ``bernoulli_`` call), so a seeded run drops the same samples as the module would.
+    """
+    p = drop_path.drop_prob
+    if p == 0.0 or not drop_path.training:
+        return x + y
+    keep = 1.0 - p
+    mask = y.new_empty((y.shape[0],) + (1,) * (y.ndim - 1)).bernoulli_(keep)
+    if keep > 0.0 and drop_path.scale_by_keep:
+        mask.div_(keep)
+    return torch.addcmul(x, y, mask)
