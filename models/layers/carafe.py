@@ -79,6 +79,10 @@ class CARAFE(nn.Module):
         """
         b, c, h, w = x.shape
         s = self.scale
+        if torch.is_autocast_enabled(x.device.type) and x.is_floating_point():
+            # Cast once: the compressor and the neighbourhoods (k² times larger) then share the
+            # reduced-precision copy instead of autocast casting each of them.
+            x = x.to(torch.get_autocast_dtype(x.device.type))
         out = torch.bmm(self._source_kernels(x), self._patches(x))  # (B·H·W, σ², C)
         out = self.projection(out.view(b, h, w * s * s, c).permute(0, 3, 1, 2))  # (B, C_out, H, W·σ²)
         return out.permute(0, 2, 3, 1).reshape(b, h, w, s, s, -1)

@@ -176,7 +176,10 @@ class _StripeMerge(torch.autograd.Function):
         pairs = _stripe_pairs_out(out, split)
         lepes = (lepe_v.reshape(pairs[0].shape), lepe_h.reshape(pairs[1].shape))
         for g, dst in enumerate(pairs):
-            torch.add(attn[g].reshape(dst.shape), lepes[g], out=dst)
+            if torch.compiler.is_compiling():  # Dynamo does not trace a strided ``out=``; Inductor fuses this
+                dst.copy_(attn[g].reshape(dst.shape)).add_(lepes[g])
+            else:
+                torch.add(attn[g].reshape(dst.shape), lepes[g], out=dst)
         return out
 
     @staticmethod

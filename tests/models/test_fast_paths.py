@@ -208,3 +208,10 @@ def test_bf16_autocast_stays_close_to_float32_and_keeps_attention_in_float32():
         y = attn(torch.randn(1, 4, 4, 16))
     handle.remove()
     assert seen == [torch.float32] and y.dtype == torch.bfloat16
+
+
+def test_model_traces_as_one_graph_for_torch_compile():
+    """The custom autograd Functions and the strided ``out=`` fast path must not break Dynamo's graph."""
+    model = create_model("cswin_unet_test").train()
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 1, 64, 64))
+    assert explanation.graph_break_count == 0, [str(b.reason)[:200] for b in explanation.break_reasons]
