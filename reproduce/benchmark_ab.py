@@ -1,0 +1,343 @@
+"""A/B timing of CSWin-UNet's training step: a baseline commit against the working tree, in one process.
+
+    python reproduce/benchmark_ab.py                          # baseline = DEFAULT_BASELINE, 12 rounds
+    python reproduce/benchmark_ab.py --baseline HEAD~3 --rounds 20 --threads 2
+
+Both sides build the paper's ``cswin_unet`` (224², 9 classes) and run the SAME weights:
+the baseline's ``models`` package is extracted from the commit (``git archive``) into a
+temporary folder and imported under the name ``baseline_models``; the working tree's
+``models`` is imported as usual, and the baseline state_dict is loaded into it
+(strict: the keys are the same). The outputs are compared first (eval logits, and the
+gradients of one training step with the same DropPath masks).
+
+Timed steps (seconds per step, batch 2 of 1-channel 224² slices), each for the baseline in
+float32 and for ours in float32 and under CPU bf16 autocast (``bf16-mixed``: weights stay
+float32; the baseline's bf16 train step too):
+
+* ``train``: ``zero_grad(set_to_none=True)`` → forward → ``0.4·CE + 0.6·Dice``
+  (``lightning_modules.losses.CEDiceLoss``, the release's loss) → backward → SGD step
+  (lr 0.05, momentum 0.9, weight decay 1e-4, the release's optimiser);
+* ``fwdbwd``: forward → backward of ``output.float().mean()``: the model's own cost, without
+  the loss and the optimiser (which are the same code on both sides);
+* ``infer``: eval mode, ``torch.inference_mode()``, forward only.
+
+Every round runs every variant once, in an order that rotates and reverses from round
+to round, so a shared machine's changing load hits both sides alike; the report gives
+the median step time of each variant and two ratios per comparison: of the medians,
+and the median of the per-round ratios (paired within a round). Absolute CPU times are
+only comparable within one run (other processes share the CPU); the ratios are the result.
+Writes ``results/cswin_unet/train_step_ab.{json,md}`` (the Markdown is rendered from the JSON).
+"""
+import _bootstrap  # noqa: F401, I001  (first: puts the repository root on sys.path)
+
+import argparse
+import importlib
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(_bootstrap.REPO_ROOT)
+#: The tree before the training-step speed-ups (issue "Scale out and hold up", item 6).
+DEFAULT_BASELINE = "508083adac0ecc457817bdae48b6ff48d6524f88"
+BATCH, IMG, CLASSES = 2, 224, 9
+LOSS = "0.4*CE + 0.6*Dice (lightning_modules.losses.CEDiceLoss)"
+OPTIMIZER = "SGD(lr=0.05, momentum=0.9, weight_decay=1e-4), zero_grad(set_to_none=True)"
+STEP_KINDS = {
+    "train": f"train mode, forward, {LOSS}, backward, {OPTIMIZER}",
+    "fwdbwd": "train mode, forward, backward of output.float().mean() (no loss, no optimiser)",
+    "infer": "eval mode, torch.inference_mode(), forward only",
+}
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO_ROOT), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def extract_models(commit: str, dest: Path) -> None:
+    """Write the ``models/`` folder of ``commit`` under ``dest`` (nothing else of the tree is needed)."""
+    tar = subprocess.run(["git", "-C", str(REPO_ROOT), "archive", "--format=tar", commit, "models"],
+                         check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        archive.extractall(dest, filter="data")
+
+
+def import_models_as(root: Path, alias: str):
+    """Import ``root/models`` as the package ``alias`` without disturbing an imported ``models``.
+
+    The package's own absolute imports (``from models.layers import ...``) resolve while it
+    loads; afterwards every ``models.*`` module it created is re-registered as ``alias.*``.
+    """
+    def ours(name: str) -> bool:
+        return name == "models" or name.startswith("models.")
+
+    saved = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
+    sys.path.insert(0, str(root))
+    try:
+        importlib.import_module("models")
+        loaded = {name: sys.modules.pop(name) for name in list(sys.modules) if ours(name)}
+    finally:
+        sys.path.remove(str(root))
+        sys.modules.update(saved)
+    for name, module in loaded.items():
+        sys.modules[alias + name[len("models"):]] = module
+    return sys.modules[alias]
+
+
+def build_pair(baseline_root: Path, seed: int):
+    import_models_as(baseline_root, "baseline_models")
+    from models import create_model  # the working tree
+
+    torch.manual_seed(seed)
+    baseline = sys.modules["baseline_models.cswin_unet"].cswin_unet(num_classes=CLASSES, img_size=IMG)
+    ours = create_model("cswin_unet", num_classes=CLASSES, img_size=IMG)
+    ours.load_state_dict(baseline.state_dict(), strict=True)
+    n_a = sum(p.numel() for p in baseline.parameters())
+    n_b = sum(p.numel() for p in ours.parameters())
+    if n_a != n_b:
+        raise SystemExit(f"parameter counts differ: baseline {n_a}, ours {n_b}")
+    return baseline, ours, n_b
+
+
+def clone_model(model: torch.nn.Module, factory) -> torch.nn.Module:
+    copy = factory()
+    copy.load_state_dict(model.state_dict(), strict=True)
+    return copy
+
+
+def agreement(baseline, ours, x, y, loss_fn) -> dict:
+    """Max |baseline - ours| of eval logits and of the gradients of one train step (same DropPath masks)."""
+    baseline.eval(), ours.eval()
+    with torch.no_grad():
+        la, lb = baseline(x), ours(x)
+    result = {"eval_logits_max_abs_diff": (la - lb).abs().max().item(), "eval_logits_max_abs": la.abs().max().item()}
+    grads = []
+    for model in (baseline, ours):
+        model.train()
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(1234)  # the same DropPath masks on both sides
+        loss_fn(model(x), y).backward()
+        grads.append({name: p.grad.detach().clone() for name, p in model.named_parameters()})
+        model.zero_grad(set_to_none=True)
+    diff = max((grads[0][k] - grads[1][k]).abs().max().item() for k in grads[0])
+    scale = max(g.abs().max().item() for g in grads[0].values())
+    result.update(train_grads_max_abs_diff=diff, train_grads_max_abs=scale)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        lc = ours.eval()(x).float()
+    result["ours_bf16_vs_fp32_eval_logits_max_abs_diff"] = (lc - lb).abs().max().item()
+    return result
+
+
+def make_train_step(model, x, y, loss_fn, bf16: bool, kind: str = "train"):
+    """``train``: the full step with the release's loss and optimiser; ``fwdbwd``: forward + backward
+    of ``output.float().mean()`` only (no loss, no optimiser: the model's own cost)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+
+    def step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            out = model(x)
+            loss = loss_fn(out, y) if kind == "train" else out.float().mean()
+        loss.backward()
+        if kind == "train":
+            optimizer.step()
+
+    return step
+
+
+def make_infer_step(model, x, bf16: bool):
+    def step() -> None:
+        model.eval()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            model(x)
+
+    return step
+
+
+def run_rounds(steps: dict, rounds: int, warmup: int) -> dict[str, list[float]]:
+    names = list(steps)
+    for _ in range(warmup):
+        for name in names:
+            steps[name]()
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        order = names[shift:] + names[:shift]
+        if r % 2:
+            order.reverse()
+        for name in order:
+            start = time.perf_counter()
+            steps[name]()
+            times[name].append(time.perf_counter() - start)
+        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names), flush=True)
+    return times
+
+
+#: (label, numerator = the slower reference, denominator): ratio > 1 means the denominator is faster.
+COMPARISONS = [
+    ("fp32 train step: ours vs baseline", "baseline/fp32/train", "ours/fp32/train"),
+    ("bf16 train step (ours) vs baseline fp32", "baseline/fp32/train", "ours/bf16/train"),
+    ("bf16 train step: ours vs baseline bf16", "baseline/bf16/train", "ours/bf16/train"),
+    ("fp32 fwd+bwd: ours vs baseline", "baseline/fp32/fwdbwd", "ours/fp32/fwdbwd"),
+    ("bf16 fwd+bwd (ours) vs baseline fp32", "baseline/fp32/fwdbwd", "ours/bf16/fwdbwd"),
+    ("fp32 inference: ours vs baseline", "baseline/fp32/infer", "ours/fp32/infer"),
+    ("bf16 inference (ours) vs baseline fp32", "baseline/fp32/infer", "ours/bf16/infer"),
+]
+
+
+def summarise(times: dict[str, list[float]]) -> tuple[dict, dict]:
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    ratios = {}
+    for label, ref, new in COMPARISONS:
+        if ref in times and new in times:
+            paired = [a / b for a, b in zip(times[ref], times[new], strict=True)]
+            ratios[label] = {"reference": ref, "variant": new, "ratio_of_medians": medians[ref] / medians[new],
+                             "median_of_paired_ratios": statistics.median(paired),
+                             "paired_ratio_min": min(paired), "paired_ratio_max": max(paired)}
+    return medians, ratios
+
+
+def render_markdown(doc: dict) -> str:
+    s = doc["settings"]
+    lines = [
+        "# CSWin-UNet training step: A/B against the baseline commit",
+        "",
+        f"Written by `{doc['command']}` on {doc['date']}. Baseline `{doc['baseline']['commit'][:12]}`, "
+        f"ours `{doc['ours']['commit'][:12]}`"
+        + (" plus uncommitted changes under models/" if doc["ours"]["models_dirty"] else "") + ".",
+        "",
+        f"{s['batch']}×1×{s['img']}² input, {s['classes']} classes, {s['threads']} PyTorch threads "
+        f"({s['cpu_count']} CPUs, load average {s['loadavg_start'][0]:.1f} at the start, "
+        f"{s['loadavg_end'][0]:.1f} at the end), {s['rounds']} rounds after {s['warmup']} warm-up "
+        "round(s), variant order rotated and reversed per round. Steps: "
+        + "; ".join(f"`{k}` = {v}" for k, v in s["steps"].items()) + ".",
+        "",
+        "Absolute times are only comparable within this run (the CPU is shared); the ratios are the result.",
+        "",
+        "| comparison | ratio of medians | median of per-round ratios | per-round range |",
+        "|---|---|---|---|",
+    ]
+    for label, r in doc["ratios"].items():
+        lines.append(f"| {label} | {r['ratio_of_medians']:.2f}× | {r['median_of_paired_ratios']:.2f}× | "
+                     f"{r['paired_ratio_min']:.2f}–{r['paired_ratio_max']:.2f}× |")
+    lines += ["", "| variant | median s/step |", "|---|---|"]
+    lines += [f"| {name} | {value:.3f} |" for name, value in doc["medians_s"].items()]
+    a = doc["agreement"]
+    lines += [
+        "",
+        "Same weights on both sides (baseline state_dict loaded strictly into ours, "
+        f"{doc['num_params']:,} parameters):",
+        "",
+        f"- eval logits: max |baseline − ours| = {a['eval_logits_max_abs_diff']:.3g} "
+        f"(max |logit| {a['eval_logits_max_abs']:.3g});",
+        f"- gradients of one train step (same DropPath masks): max |Δ| = {a['train_grads_max_abs_diff']:.3g} "
+        f"(max |grad| {a['train_grads_max_abs']:.3g});",
+        f"- ours, bf16 autocast vs float32 eval logits: max |Δ| = "
+        f"{a['ours_bf16_vs_fp32_eval_logits_max_abs_diff']:.3g}.",
+        "",
+        "The released code cannot run here; `bf16 train (ours) vs baseline fp32 train` is the stand-in for "
+        "the bf16-vs-release-fp32 target (the baseline's fp32 step was measured at 0.84–0.98× the release's).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="baseline commit (default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=12, help="timed rounds (every variant once per round)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--steps", nargs="+", choices=STEP_KINDS, default=list(STEP_KINDS),
+                        help="which steps to time (default: all): " + "; ".join(f"{k}: {v}" for k, v in
+                                                                            STEP_KINDS.items()))
+    parser.add_argument("--no-baseline-bf16", action="store_true", help="skip the baseline's bf16 train step")
+    parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "results" / "cswin_unet")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    torch.set_num_threads(args.threads)
+    baseline_commit = git("rev-parse", "--verify", args.baseline + "^{commit}")
+    from lightning_modules.losses import CEDiceLoss
+
+    loss_fn = CEDiceLoss(CLASSES, ce_weight=0.4, dice_weight=0.6)
+    with tempfile.TemporaryDirectory(prefix="cswin_ab_") as tmp:
+        extract_models(baseline_commit, Path(tmp))
+        baseline, ours, num_params = build_pair(Path(tmp), args.seed)
+        base_factory = sys.modules["baseline_models.cswin_unet"].cswin_unet
+        from models import create_model
+
+        gen = torch.Generator().manual_seed(args.seed)
+        x = torch.randn(BATCH, 1, IMG, IMG, generator=gen)
+        y = torch.randint(0, CLASSES, (BATCH, IMG, IMG), generator=gen)
+        checks = agreement(baseline, ours, x, y, loss_fn)
+        print(json.dumps(checks, indent=1), flush=True)
+        def ours_copy():
+            return clone_model(ours, lambda: create_model("cswin_unet", num_classes=CLASSES, img_size=IMG))
+
+        def baseline_copy():
+            return clone_model(baseline, lambda: base_factory(num_classes=CLASSES, img_size=IMG))
+
+        steps = {}
+        for kind in args.steps:
+            if kind == "infer":
+                infer_a, infer_b = baseline_copy(), ours_copy()
+                steps.update({
+                    "baseline/fp32/infer": make_infer_step(infer_a, x, bf16=False),
+                    "ours/fp32/infer": make_infer_step(infer_b, x, bf16=False),
+                    "ours/bf16/infer": make_infer_step(infer_b, x, bf16=True),
+                })
+                continue
+            steps[f"baseline/fp32/{kind}"] = make_train_step(baseline_copy(), x, y, loss_fn, False, kind)
+            steps[f"ours/fp32/{kind}"] = make_train_step(ours_copy(), x, y, loss_fn, False, kind)
+            steps[f"ours/bf16/{kind}"] = make_train_step(ours_copy(), x, y, loss_fn, True, kind)
+            if not args.no_baseline_bf16 and kind == "train":
+                steps["baseline/bf16/train"] = make_train_step(baseline_copy(), x, y, loss_fn, True, kind)
+        load_start = os.getloadavg()
+        times = run_rounds(steps, args.rounds, args.warmup)
+        load_end = os.getloadavg()
+    medians, ratios = summarise(times)
+    doc = {
+        "command": " ".join(["python reproduce/benchmark_ab.py", *argv]),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "baseline": {"commit": baseline_commit, "source": "git archive <commit> models, imported as baseline_models"},
+        "ours": {"commit": git("rev-parse", "HEAD"),
+                 "models_dirty": bool(git("status", "--porcelain", "--", "models"))},
+        "settings": {"batch": BATCH, "img": IMG, "classes": CLASSES, "threads": torch.get_num_threads(),
+                     "rounds": args.rounds, "warmup": args.warmup, "cpu_count": os.cpu_count(),
+                     "loadavg_start": load_start, "loadavg_end": load_end,
+                     "steps": {k: STEP_KINDS[k] for k in args.steps},
+                     "torch": torch.__version__, "python": platform.python_version(),
+                     "mkldnn": torch.backends.mkldnn.is_available()},
+        "num_params": num_params,
+        "agreement": checks,
+        "note": "absolute CPU times are only comparable within this run; ratio > 1: the variant is faster",
+        "ratios": ratios,
+        "medians_s": medians,
+        "times_s": times,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = args.out_dir / "train_step_ab.json", args.out_dir / "train_step_ab.md"
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    md_path.write_text(render_markdown(doc))
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
