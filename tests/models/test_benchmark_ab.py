@@ -51,6 +51,7 @@ def test_ratios_are_baseline_over_ours_per_round_and_of_medians(ab):
     assert train["ratio_of_medians"] == pytest.approx(3.0 / 1.0)
     assert train["median_of_paired_ratios"] == pytest.approx(2.0)  # per round: 2, 4, 1.5
     assert (train["paired_ratio_min"], train["paired_ratio_max"]) == (1.5, 4.0)
+    assert train["ratio_of_minimums"] == pytest.approx(2.0 / 1.0)
     assert "bf16 train step (ours) vs baseline fp32" not in ratios  # a variant that did not run
     doc = {
         "command": "python reproduce/benchmark_ab.py", "date": "today",
@@ -58,10 +59,11 @@ def test_ratios_are_baseline_over_ours_per_round_and_of_medians(ab):
         "settings": {"batch": 2, "img": 224, "classes": 9, "threads": 2, "rounds": 3, "warmup": 1, "cpu_count": 2,
                      "loadavg_start": (1.0, 1.0, 1.0), "loadavg_end": (2.0, 2.0, 2.0),
                      "steps": {"train": "the step"}},
-        "num_params": 10, "ratios": ratios, "medians_s": medians,
+        "num_params": 10, "ratios": ratios, "medians_s": medians, "times_s": times, "round_loadavg": [1.5, 2.5, 3.5],
         "agreement": {"eval_logits_max_abs_diff": 0.0, "eval_logits_max_abs": 1.0, "train_grads_max_abs_diff": 0.0,
                       "train_grads_max_abs": 1.0, "ours_bf16_vs_fp32_eval_logits_max_abs_diff": 0.01},
     }
     text = ab.render_markdown(doc)
-    assert "| fp32 train step: ours vs baseline | 3.00× | 2.00× | 1.50–4.00× |" in text
+    assert "| fp32 train step: ours vs baseline | 3.00× | 2.00× | 1.50–4.00× | 2.00× |" in text
+    assert "| ours/fp32/infer | 1.000 | 0.500 |" in text
     assert "only comparable within this run" in text
