@@ -140,12 +140,17 @@ def display_path(path: str | Path | None) -> str | None:
     return str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
 
 
+#: Overrides that only say where a run's files go; a moved runs folder keeps its finished runs.
+_LOCATION_KEYS = ("trainer.default_root_dir", "trainer.logger")
+
+
 def _fingerprint(files: list[Path], overrides: dict[str, Any]) -> str:
-    """Hash of everything that defines a run: the config files' text and the overrides."""
+    """Hash of everything that defines a run: the config files' text and the overrides (not the paths)."""
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.read_bytes())
-    digest.update(json.dumps(overrides, sort_keys=True, default=str).encode())
+    defining = {k: v for k, v in overrides.items() if k not in _LOCATION_KEYS}
+    digest.update(json.dumps(defining, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
 
 
