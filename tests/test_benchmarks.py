@@ -250,3 +250,17 @@ def test_entry_script_reports_a_pattern_without_models_in_one_line(tmp_path):
     assert result.returncode == 2
     assert "include-test" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "benchmarks.json").exists()
+
+
+def test_committed_train_step_ab_markdown_is_the_rendering_of_its_json():
+    import benchmark_ab  # reproduce/ is on the test path
+
+    path = RESULTS / "cswin_unet" / "train_step_ab.json"
+    assert path.with_suffix(".md").read_text() == benchmark_ab.render_markdown(json.loads(path.read_text()))
+
+
+def test_committed_data_check_benchmark_markdown_is_the_rendering_of_its_json():
+    import benchmark_data_check
+
+    path = RESULTS / "data_check_benchmark.json"
+    assert path.with_suffix(".md").read_text() == benchmark_data_check.render(json.loads(path.read_text()))

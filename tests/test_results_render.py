@@ -265,10 +265,16 @@ def test_framework_modules_import_without_circles():
 # every committed results JSON re-renders to exactly its Markdown
 # --------------------------------------------------------------------------- #
 def _committed_results() -> list[Path]:
-    if not RESULTS_DIR.is_dir():
-        return []
-    # ablation tables live in results/<paper>/; results/benchmarks.* has its own check (test_benchmarks.py)
-    return sorted(p for p in RESULTS_DIR.glob("*/*.json") if p.with_suffix(".md").exists())
+    """The committed results files of every declared table (any data kind, quick or full)."""
+    from ablations.framework.catalog import all_tables
+
+    candidates = {
+        table.results_file(RESULTS_DIR, data_kind=kind, quick=quick)
+        for table in all_tables()
+        for kind in ("synthetic", "real")
+        for quick in (True, False)
+    }
+    return sorted(p for p in candidates if p.exists())
 
 
 def _check_rendered(json_path: Path) -> None:
