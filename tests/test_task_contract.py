@@ -74,3 +74,37 @@ def test_wandb_offline_files_hold_the_config_the_cases_and_the_artifacts(toy_tab
                  b"table1_width.quick-synthetic.json", b"w16-s3.ckpt"):
         assert name in summary
     wandb.teardown()
+
+
+def test_a_table_reports_the_best_and_the_last_checkpoint_and_draws_its_extra_figure(tmp_path, capsys):
+    from tests.toy_task.table import BEST_AND_LAST
+
+    json_path = runner.main(BEST_AND_LAST, ["--runs-dir", str(tmp_path / "runs"), "--out-dir",
+                                            str(tmp_path / "results"), "--seeds", "1"])
+    results = json.loads(json_path.read_text())
+    metrics = results["variants"][0]["runs"][0]["metrics"]
+    assert {"test/top1", "last/test/top1"} <= set(metrics)
+    assert results["plots"] == {"runs": "tests.toy_task.table:plot_runs"}
+    assert json_path.with_name(json_path.stem + ".runs.png").stat().st_size > 0
+    assert "`<this file's stem>.runs.png`" in json_path.with_suffix(".md").read_text()
+    # the best checkpoint is the monitored callback's, and it is really what was tested
+    run_dir = tmp_path / "runs" / "toy" / "table2_width_best-quick-synthetic" / "w4-s3"
+    best = [p for p in run_dir.rglob("*.ckpt") if p.name != "last.ckpt"]
+    assert len(best) == 1
+
+
+def test_best_checkpoint_without_a_monitored_callback_is_a_clear_error(toy_table, tmp_path):
+    import dataclasses
+
+    table = dataclasses.replace(toy_table, test_checkpoints=("best",), number=3, subject="no_monitor",
+                                script="table3_toy_no_monitor")
+    with pytest.raises(ValueError, match="no ModelCheckpoint with a monitor"):
+        runner.main(table, ["--runs-dir", str(tmp_path / "runs"), "--out-dir", str(tmp_path / "results"),
+                            "--seeds", "1", "--only", "w4"])
+
+
+def test_test_checkpoints_are_validated(toy_table):
+    import dataclasses
+
+    with pytest.raises(ValueError, match="test_checkpoints"):
+        dataclasses.replace(toy_table, test_checkpoints=("best", "best"))

@@ -4,13 +4,14 @@ Imports go one way: ``publish`` → ``render`` / ``plots`` → ``results``.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .render import render_markdown
-from .results import dumps_results, finalize_results, results_paths
+from .results import dumps_results, extra_plot_paths, finalize_results, results_paths
 
 __all__ = ["write_results", "wandb_table", "log_summary_run"]
 
@@ -20,7 +21,8 @@ def write_results(results: Mapping[str, Any], json_path: str | Path, *, plot: bo
 
     The Markdown is rendered from the JSON text just written (parsed back), so
     re-rendering the committed JSON reproduces it byte for byte. ``plot=False``
-    skips the PNG. Returns the Markdown path.
+    skips the PNGs. Each of ``results["plots"]`` (``{suffix: "module:function"}``) draws
+    ``<stem>.<suffix>.png`` with ``function(final_results, png_path)``. Returns the Markdown path.
     """
     json_p, md_p, png_p = results_paths(json_path)
     text = dumps_results(finalize_results(results))
@@ -32,7 +34,16 @@ def write_results(results: Mapping[str, Any], json_path: str | Path, *, plot: bo
         from .plots import save_plot
 
         save_plot(final, png_p)
+        for suffix, path in extra_plot_paths(json_p, final).items():
+            _plot_function(final["plots"][suffix])(final, path)
     return md_p
+
+
+def _plot_function(spec: str):
+    module, _, name = spec.partition(":")
+    if not name:
+        raise ValueError(f"a table plot is named 'module:function', got {spec!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def wandb_table(results: Mapping[str, Any]):
@@ -72,13 +83,15 @@ def log_summary_run(results: Mapping[str, Any], json_path: Path, *, project: str
                      tags=list(tags), reinit="finish_previous",
                      config={"quick": results["quick"], "seeds": results["seeds"], "recipe": results["recipe"],
                              "data_kind": results["data_kind"], "commit": results["commit"]})
+    extra = extra_plot_paths(json_p, results)
     payload = {f"{name}/table": wandb_table(results)}
-    if png_p.exists():
-        payload[f"{name}/chart"] = wandb.Image(str(png_p))
+    for key, path in {"chart": png_p, **extra}.items():
+        if path.exists():
+            payload[f"{name}/{key}"] = wandb.Image(str(path))
     run.log(payload)
     files = wandb.Artifact(f"{name}-results", type="results",
                            metadata={"data_kind": results["data_kind"], "commit": results["commit"]})
-    for path in (json_p, md_p, png_p):
+    for path in (json_p, md_p, png_p, *extra.values()):
         if path.exists():
             files.add_file(str(path))
     run.log_artifact(files)

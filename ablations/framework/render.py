@@ -160,6 +160,13 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         lines.append("| " + " | ".join([DASH] * len(run_header)) + " |")
     lines.append("")
 
+    if results.get("plots"):
+        lines.append("## Figures")
+        lines.append("")
+        lines.extend(f"- `<this file's stem>.{suffix}.png`, drawn by `{spec}`"
+                     for suffix, spec in results["plots"].items())
+        lines.append("")
+
     notes = list(results.get("notes", []))
     if notes:
         lines.append("## Notes")

@@ -280,6 +280,12 @@ def results_paths(json_path: str | Path) -> tuple[Path, Path, Path]:
     return p, p.with_suffix(".md"), p.with_suffix(".png")
 
 
+def extra_plot_paths(json_path: str | Path, results: Mapping[str, Any]) -> dict[str, Path]:
+    """``{suffix: <stem>.<suffix>.png}`` for the table's extra figures (``results["plots"]``)."""
+    p = Path(json_path)
+    return {suffix: p.with_name(f"{p.stem}.{suffix}.png") for suffix in results.get("plots", {})}
+
+
 def dumps_results(results: Mapping[str, Any]) -> str:
     """Stable JSON text: sorted keys, 2-space indent, UTF-8, trailing newline."""
     return json.dumps(results, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"

@@ -177,6 +177,31 @@ def _test_metrics(model) -> dict[str, float]:
     return dict(report.metrics)
 
 
+def _monitored_checkpoint(trainer) -> str:
+    """The best checkpoint of the first ``ModelCheckpoint`` with a ``monitor`` (the recipe's model selection)."""
+    for callback in trainer.checkpoint_callbacks:
+        if getattr(callback, "monitor", None):
+            if not callback.best_model_path:
+                raise RuntimeError(f"ModelCheckpoint(monitor={callback.monitor!r}) saved no checkpoint: "
+                                   "was the monitored metric ever logged (is there a validation set)?")
+            return callback.best_model_path
+    raise ValueError("the table tests the 'best' checkpoint, but the recipe has no ModelCheckpoint with a monitor")
+
+
+def test_with_checkpoints(table: AblationTable, trainer, model, datamodule) -> dict[str, float]:
+    """Test the fitted model with each of ``table.test_checkpoints``; the first one's keys are unprefixed.
+
+    ``last`` is tested first (the weights in memory), then ``best`` (loaded from its file).
+    """
+    metrics: dict[str, float] = {}
+    for name in sorted(table.test_checkpoints, key=lambda n: n != "last"):
+        ckpt_path = None if name == "last" else _monitored_checkpoint(trainer)
+        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        prefix = "" if name == table.test_checkpoints[0] else f"{name}/"
+        metrics.update({prefix + key: value for key, value in _test_metrics(model).items()})
+    return metrics
+
+
 def _last_checkpoint(trainer) -> str | None:
     callback = getattr(trainer, "checkpoint_callback", None)
     path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
@@ -211,8 +236,7 @@ def run_one(table: AblationTable, variant: Variant, seed: int, *, quick: bool, d
     model, datamodule, trainer = cli.model, cli.datamodule, cli.trainer
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
-    trainer.test(model, datamodule=datamodule, verbose=False)
-    metrics = _test_metrics(model)
+    metrics = test_with_checkpoints(table, trainer, model, datamodule)
     metrics.update(complexity_metrics(model.net))
     metrics["train_test_seconds"] = time.perf_counter() - started
     wandb_run = _finish_wandb(trainer)
@@ -339,6 +363,7 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
             for v in variants
         ],
         "notes": notes,
+        **({"plots": dict(table.plots)} if table.plots else {}),
     }
     json_path = table.results_file(Path(args.out_dir), data_kind=data_kind, quick=quick)
     md_path = write_results(results, json_path)

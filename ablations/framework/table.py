@@ -64,6 +64,14 @@ class AblationTable:
     integers) and reports mean ± std. ``script`` is the entry under ``reproduce/``
     (``table5_upsampling`` by default; a later paper with another Table 5 names
     itself, e.g. ``table6_dlka_skip_connections``).
+
+    ``test_checkpoints`` are the weights each run is tested with: ``"last"`` (the end of
+    training) and/or ``"best"`` (the best checkpoint of the recipe's monitored
+    ``ModelCheckpoint``, i.e. the paper's model selection). The first is the table's
+    (unprefixed metric keys); each other one reports under ``<name>/`` (``last/test/dice``).
+    ``plots`` maps a suffix to an extra figure writer ``"module:function"`` taking
+    ``(results, png_path)``; it is drawn beside the results as ``<stem>.<suffix>.png``
+    (see :func:`ablations.framework.publish.write_results`).
     """
 
     paper: str
@@ -82,8 +90,14 @@ class AblationTable:
     overrides: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     script: str | None = None
+    test_checkpoints: tuple[str, ...] = ("last",)
+    plots: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.test_checkpoints or set(self.test_checkpoints) - {"last", "best"} \
+                or len(set(self.test_checkpoints)) != len(self.test_checkpoints):
+            raise ValueError(f"table {self.number}: test_checkpoints must be distinct names out of "
+                             f"'last' and 'best', got {self.test_checkpoints}")
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"table {self.number}: variant names must be unique, got {names}")

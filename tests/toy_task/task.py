@@ -53,6 +53,9 @@ class ToyBlobs(L.LightningDataModule):
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
                           generator=torch.Generator().manual_seed(self.seed))
 
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=self.batch_size)
+
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.test_set, batch_size=self.batch_size)
 
@@ -78,6 +81,10 @@ class ToyClassification(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val/loss", nn.functional.cross_entropy(self.net(x), y))
 
     def on_test_epoch_start(self) -> None:
         self._rows = []
