@@ -10,6 +10,8 @@
 * :class:`CEDiceLoss` -- ``ce_weight · CE + dice_weight · Dice``; the released
   CSWin-UNet recipe is 0.4 CE + 0.6 Dice (the paper's α, β of Table 8, with α on
   CE following the code).
+* :class:`NNUNetDiceCELoss` -- the ConvFormer release's nnU-Net ``DC_and_CE_loss``: CE + (1 − batch
+  soft Dice without background, non-squared denominators), weights 1:1.
 
 Shapes: logits ``(B, C, *spatial)`` with any number of spatial dimensions (2-D
 ``(B, C, H, W)`` and 3-D ``(B, C, D, H, W)``), integer targets ``(B, *spatial)``
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SoftDiceLoss", "CEDiceLoss"]
+__all__ = ["SoftDiceLoss", "CEDiceLoss", "NNUNetDiceCELoss"]
 
 
 def _prepare_target(logits: Tensor, target: Tensor) -> Tensor:
@@ -182,3 +184,80 @@ class CEDiceLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, ce_weight={self.ce_weight}, dice_weight={self.dice_weight}"
+
+
+class NNUNetDiceCELoss(nn.Module):
+    """nnU-Net ``DC_and_CE_loss`` as the ConvFormer release configures it: ``ce_weight · CE + dice_weight · L_dice``.
+
+    ``DC_and_CE_loss({'batch_dice': True, 'smooth': 1e-5, 'do_bg': False}, {}, weight_ce=1)``
+    (``train.py``), weights 1:1. With p = softmax(logits) and t = one_hot(target), per class c
+    and summed over the batch and all pixels (``batch_dice``; per sample otherwise)::
+
+        tp = Σ p_c t_c,  fp = Σ p_c (1 − t_c),  fn = Σ (1 − p_c) t_c
+        dc_c = (2 tp + smooth) / (2 tp + fp + fn + smooth + 1e-8)
+        L_dice = 1 − mean_{c ≥ 1} dc_c          (background left out of the mean)
+
+    The ``+1e-8`` and the ``1 − dc`` form are the author's nnU-Net copy (``dice_loss.py`` of
+    xianlin7/BATFormer, the same codebase; ConvFormer ships that file as bytecode only). CE is
+    the plain mean-reduced cross-entropy.
+
+    Args:
+        num_classes: C, including background.
+        ce_weight, dice_weight: the two weights (1, 1 in the release).
+        smooth: additive constant of the Dice (1e-5 in the release).
+        include_background: ``do_bg`` (False in the release).
+        batch_dice: sums over the batch too (True in the release); else Dice per sample and class, then the mean.
+
+    ``forward(logits (B, C, *spatial), target (B, *spatial)) -> scalar``;
+    ``forward_with_parts`` also returns the unweighted ``{"ce", "dice"}`` (``dice`` = 1 − Dice).
+    Sums are computed in float32 at least.
+    """
+
+    def __init__(self, num_classes: int, ce_weight: float = 1.0, dice_weight: float = 1.0, smooth: float = 1e-5,
+                 include_background: bool = False, batch_dice: bool = True) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if ce_weight < 0 or dice_weight < 0 or ce_weight + dice_weight == 0:
+            raise ValueError(f"loss weights must be >= 0 and not both 0, got ce={ce_weight}, dice={dice_weight}")
+        self.num_classes = int(num_classes)
+        self.ce_weight, self.dice_weight = float(ce_weight), float(dice_weight)
+        self.smooth = float(smooth)
+        self.include_background = bool(include_background)
+        self.batch_dice = bool(batch_dice)
+
+    def soft_dice(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Soft Dice ``(C,)`` per class (batch Dice) or ``(B, C)`` (per sample), background included."""
+        target = _prepare_target(logits, target)
+        if logits.shape[1] != self.num_classes:
+            raise ValueError(f"logits have {logits.shape[1]} channels, expected num_classes={self.num_classes}")
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        probs = torch.softmax(logits.to(dtype), dim=1)
+        onehot = F.one_hot(target, self.num_classes).movedim(-1, 1).to(dtype)
+        axes = ([0] if self.batch_dice else []) + list(range(2, logits.dim()))
+        tp = (probs * onehot).sum(axes)
+        fp = (probs * (1 - onehot)).sum(axes)
+        fn = ((1 - probs) * onehot).sum(axes)
+        return (2 * tp + self.smooth) / (2 * tp + fp + fn + self.smooth + 1e-8)
+
+    def forward_with_parts(self, logits: Tensor, target: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        target = _prepare_target(logits, target)
+        parts: dict[str, Tensor] = {}
+        total = logits.new_zeros((), dtype=torch.promote_types(logits.dtype, torch.float32))
+        if self.ce_weight > 0:
+            parts["ce"] = F.cross_entropy(logits, target)
+            total = total + self.ce_weight * parts["ce"]
+        if self.dice_weight > 0:
+            dc = self.soft_dice(logits, target)
+            if not self.include_background:
+                dc = dc[..., 1:]
+            parts["dice"] = 1.0 - dc.mean()
+            total = total + self.dice_weight * parts["dice"]
+        return total, parts
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.forward_with_parts(logits, target)[0]
+
+    def extra_repr(self) -> str:
+        return (f"num_classes={self.num_classes}, ce_weight={self.ce_weight}, dice_weight={self.dice_weight}, "
+                f"smooth={self.smooth}, include_background={self.include_background}, batch_dice={self.batch_dice}")

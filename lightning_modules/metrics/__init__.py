@@ -3,6 +3,8 @@
 * ``surface`` -- medpy's Dice and pooled-direction HD95 (hand-written: no library pools like medpy).
 * ``transunet`` -- TransUNet per-case rules (Synapse, ACDC): empty-mask rules, mean over cases then classes.
 * ``pixel_pooled`` -- binary DSC/SE/SP/ACC from counts pooled over a test set (skin lesions), torchmetrics.
+* ``convformer_protocol`` -- the ConvFormer release's 2-D protocol: per-patient (ACDC) or per-image (ISIC)
+  Dice/IoU/ACC/SE/SP, its row-vector L1 "HD" (``row_hausdorff_l1``) and a 2-D HD95.
 * ``summary`` -- the flat ``'/'`` metric keys (``flatten_metrics``) and the task-independent ``MetricReport``.
 
 Next conventions go in their own modules: ``miou.py`` (dataset-accumulated
@@ -14,6 +16,19 @@ case_dice_hd95``).
 """
 from __future__ import annotations
 
+from lightning_modules.metrics.convformer_protocol import (
+    CONVFORMER_SCORES,
+    EvalMode,
+    case_scores,
+    class_counts,
+    convformer_report,
+    image_record,
+    mean_foreground_dice,
+    normalize_eval_mode,
+    patient_id,
+    row_hausdorff_l1,
+    slice_hd95,
+)
 from lightning_modules.metrics.pixel_pooled import (
     BinaryConfusionAccumulator,
     PooledBinaryMetrics,
@@ -60,4 +75,16 @@ __all__ = [
     "flatten_metrics",
     "MetricReport",
     "transunet_report",
+    # convformer_protocol
+    "EvalMode",
+    "CONVFORMER_SCORES",
+    "normalize_eval_mode",
+    "patient_id",
+    "class_counts",
+    "row_hausdorff_l1",
+    "slice_hd95",
+    "image_record",
+    "case_scores",
+    "mean_foreground_dice",
+    "convformer_report",
 ]
