@@ -12,17 +12,24 @@ one line each (file: what was expected; what was found)::
 
 Files are ``.npz`` archives or HDF5 files (``.h5``, ``.hdf5``) holding arrays ``image``
 and ``label`` of equal shape and the rank given per file (:class:`DataFile`: 2 for a
-slice, 3 for a volume). Two levels:
+slice, 3 for a volume), or PNG files holding one image or one label each (the
+ConvFormer release's ``img/`` and ``label/`` folders; :class:`DataFile` gives the
+channels through ``ndim``, 2 for grayscale and 3 for RGB, the expected ``size`` and
+whether label values above 1 mean 1, ``fold_labels``). Two levels:
 
 ``fast``
     the file exists, is not empty, and its headers say the right thing, without
     reading the arrays: the zip directory of an ``.npz`` lists ``image.npy`` and
     ``label.npy``, whose ``.npy`` headers give shapes and dtypes (and whose sizes
     match them); an HDF5 file opens and has the two datasets with the right
-    shapes, dtypes and (contiguous layout) storage inside the file.
+    shapes, dtypes and (contiguous layout) storage inside the file. A PNG starts with
+    the PNG signature, its IHDR header gives 8 bits per sample, the expected colour
+    type (grayscale, RGB) and size, and it ends with its IEND chunk (not truncated).
 ``full``
     ``fast``, then every array is read (HDF5 volumes in slabs of slices, zip CRCs
-    verified): finite float image, integer-valued label in ``0..num_classes-1``.
+    verified): finite float image, integer-valued label in ``0..num_classes-1``. A
+    PNG is decoded (OpenCV); a label PNG has values in ``0..num_classes-1`` unless
+    ``fold_labels`` (then every value is valid: values above 1 count as 1).
 
 Results are cached per file under ``<cache dir>/data_checks/<hash of the data root>.json``
 (cache dir: :func:`datamodules.synthetic.default_cache_dir`, i.e. ``$REPRO_CACHE_DIR``
@@ -40,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import sys
 import time
 import zipfile
@@ -89,11 +97,19 @@ class DataFile:
     """One file to check: ``image`` and ``label`` arrays of rank ``ndim`` (2: slice, 3: volume).
 
     ``listed_in`` (the list file that names it) is quoted when the file is missing.
+
+    A ``.png`` holds one array, ``content`` ``"image"`` or ``"label"``, of shape ``(H, W)``
+    (``ndim`` 2, grayscale) or ``(H, W, 3)`` (``ndim`` 3, RGB; labels are always 2); ``size``
+    is the expected ``(H, W)`` (``None``: any); ``fold_labels``: label values above 1
+    count as 1 (the ConvFormer release's rule for 2-class data), so every value is valid.
     """
 
     path: Path
     ndim: int
     listed_in: Path | None = None
+    content: Literal["image+label", "image", "label"] = "image+label"
+    size: tuple[int, int] | None = None
+    fold_labels: bool = False
 
     @property
     def format(self) -> str:
@@ -102,7 +118,16 @@ class DataFile:
             return "npz"
         if name.endswith(_H5_SUFFIXES):
             return "h5"
-        raise ValueError(f"{self.path}: unknown data file format (expected .npz, .h5 or .hdf5)")
+        if name.endswith(".png"):
+            return "png"
+        raise ValueError(f"{self.path}: unknown data file format (expected .npz, .h5, .hdf5 or .png)")
+
+    def expectation(self) -> str | None:
+        """What a PNG must be beyond ``ndim`` (part of its cache key); ``None`` for array files."""
+        if self.format != "png":
+            return None
+        size = "any" if self.size is None else f"{self.size[0]}x{self.size[1]}"
+        return f"{self.content}/{size}/{'fold' if self.fold_labels else 'index'}"
 
 
 @dataclass(frozen=True)
@@ -203,6 +228,8 @@ def check_file(file: DataFile, level: str = "full", num_classes: int = 9) -> lis
     try:
         if file.format == "npz":
             return _check_npz(file, st.st_size, level, num_classes)
+        if file.format == "png":
+            return _check_png(file, st.st_size, level, num_classes)
         return _check_h5(file, st.st_size, level, num_classes)
     except Exception as err:  # a reader failing in a way not foreseen below is still a broken file
         return [FileProblem(path, f"a readable {_FORMAT_NAMES[file.format]}", f"{type(err).__name__}: {err}")]
@@ -211,6 +238,7 @@ def check_file(file: DataFile, level: str = "full", num_classes: int = 9) -> lis
 _FORMAT_NAMES = {
     "npz": "NumPy .npz archive (zip) with arrays 'image' and 'label'",
     "h5": "HDF5 file with datasets 'image' and 'label'",
+    "png": "PNG file",
 }
 
 
@@ -405,6 +433,72 @@ def _check_h5(file: DataFile, size: int, level: str, num_classes: int) -> list[F
     return values.problems()
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the last chunk: length 0, type, CRC
+#: IHDR colour type → (name, channels)
+_PNG_COLOR_TYPES = {0: ("grayscale", 1), 2: ("RGB", 3), 3: ("palette (indexed colour)", 1),
+                    4: ("grayscale + alpha", 2), 6: ("RGBA", 4)}
+
+
+def _png_kind(color_type: int, channels: int | None = None) -> str:
+    name, n = _PNG_COLOR_TYPES.get(color_type, (f"colour type {color_type}", channels or 0))
+    article = "an" if name[0] in "aeiouR" else "a"
+    return f"{article} {name} ({n}-channel) PNG" if n else f"a PNG of {name}"
+
+
+def _png_start(head: bytes) -> str:
+    """What a file that lacks the PNG signature looks like."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "a JPEG file (rename is not enough: convert it to PNG)"
+    return f"a file starting with {head[:8]!r}, not the PNG signature"
+
+
+def _check_png(file: DataFile, size: int, level: str, num_classes: int) -> list[FileProblem]:
+    """One image or label PNG: signature, IHDR (8 bit, colour type, size), IEND; ``full``: decode, label values."""
+    path = file.path
+    with open(path, "rb") as fp:
+        head = fp.read(33)  # signature (8) + IHDR chunk (4 + 4 + 13 + 4)
+        fp.seek(max(0, size - len(_PNG_IEND)))
+        tail = fp.read()
+    if not head.startswith(_PNG_SIGNATURE):
+        return [FileProblem(path, f"a PNG {file.content}", _png_start(head))]
+    if len(head) < 33 or head[12:16] != b"IHDR":
+        return [FileProblem(path, "a PNG whose first chunk is its IHDR header", "a file without it (truncated?)")]
+    width, height, depth, color_type = struct.unpack(">IIBB", head[16:26])
+    channels = 1 if file.content == "label" or file.ndim == 2 else 3
+    want = 0 if channels == 1 else 2
+    problems = []
+    if color_type != want:
+        what = "class indices" if file.content == "label" else "intensities"
+        hint = " whose values OpenCV converts to gray levels, not class indices" if color_type == 3 else ""
+        problems.append(FileProblem(path, f"{_png_kind(want)} {file.content} ({what})",
+                                    f"{_png_kind(color_type)}{hint}"))
+    if depth != 8:
+        problems.append(FileProblem(path, "8 bits per sample", f"{depth} bits per sample"))
+    if file.size is not None and (height, width) != tuple(file.size):
+        problems.append(FileProblem(path, f"{file.size[0]}x{file.size[1]} pixels (H x W; the release never resizes)",
+                                    f"{height}x{width}"))
+    if tail != _PNG_IEND:
+        problems.append(FileProblem(path, "a complete PNG ending with its IEND chunk",
+                                    f"a file of {size} bytes that ends without it (truncated?)"))
+    if problems or level == "fast":
+        return problems
+    import cv2
+
+    array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        return [FileProblem(path, "PNG data that decodes", "data OpenCV cannot decode (corrupt image data)")]
+    expected_shape = (height, width) if channels == 1 else (height, width, channels)
+    if array.shape != expected_shape or array.dtype != np.uint8:
+        return [FileProblem(path, f"decoded uint8 pixels of shape {expected_shape} (as its header says)",
+                            f"{array.dtype} pixels of shape {array.shape}")]
+    if file.content == "label" and not file.fold_labels:
+        values = _Values(path, num_classes)
+        values.add(np.empty(0, np.float32), array)
+        return values.problems()
+    return []
+
+
 # ----------------------------------------------------------------------------- cache
 
 
@@ -452,8 +546,11 @@ def _save_cache(path: Path, root: Path, updates: dict[str, dict | None]) -> None
 
 
 def _entry(st: os.stat_result, level: str, file: DataFile, num_classes: int, checked_ns: int) -> dict[str, Any]:
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "level": level, "ndim": file.ndim,
-            "num_classes": num_classes, "checked_ns": checked_ns}
+    entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "level": level, "ndim": file.ndim,
+             "num_classes": num_classes, "checked_ns": checked_ns}
+    if file.expectation() is not None:
+        entry["expect"] = file.expectation()
+    return entry
 
 
 def _cache_hit(entry: dict[str, Any] | None, st: os.stat_result, level: str, file: DataFile,
@@ -465,6 +562,7 @@ def _cache_hit(entry: dict[str, Any] | None, st: os.stat_result, level: str, fil
             entry["size"] == st.st_size
             and entry["mtime_ns"] == st.st_mtime_ns
             and entry["ndim"] == file.ndim
+            and entry.get("expect") == file.expectation()
             and entry["num_classes"] == num_classes
             and _LEVEL_RANK.get(entry["level"], 0) >= _LEVEL_RANK[level]
             and st.st_mtime_ns < entry["checked_ns"] - int(RACY_SECONDS * 1e9)
