@@ -72,7 +72,7 @@ def run_overrides(
 ) -> dict[str, Any]:
     """The dotted overrides of one run: the table's, the variant's, seeds, data and loggers."""
     data_kind = "real" if data_dir else "synthetic"
-    overrides: dict[str, Any] = {**table.overrides, **variant.overrides}
+    overrides: dict[str, Any] = {**table.overrides, **variant.overrides, **(variant.quick_overrides if quick else {})}
     overrides["seed_everything"] = seed  # linked to data.init_args.seed
     if data_dir:
         overrides["data.init_args.data_dir"] = str(data_dir)

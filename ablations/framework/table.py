@@ -43,12 +43,17 @@ SECONDS = Metric("train_test_seconds", "Train + test (s)", False, decimals=0)
 
 @dataclass(frozen=True)
 class Variant:
-    """One row: config overrides, and the paper's value per metric (``None`` = unknown)."""
+    """One row: config overrides, and the paper's value per metric (``None`` = unknown).
+
+    ``quick_overrides`` apply on top of ``overrides`` in ``--quick`` mode only: the reduced
+    size of a variant whose network the table's quick layer cannot shrink (another backbone).
+    """
 
     name: str
     overrides: dict[str, Any]
     description: str = ""
     paper: dict[str, float | None] = field(default_factory=dict)
+    quick_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ def test_table_variant_builds(table, variant, tmp_path):
     overrides.pop("trainer.logger")  # CSV only in tests
     cli = make_cli(tmp_path, config_files(table, quick=True, data_dir=None), **overrides)
     net = cli.model.net
-    for key, value in variant.overrides.items():
+    for key, value in {**variant.overrides, **variant.quick_overrides}.items():
         assert cli.config[key] == (tuple(value) if isinstance(value, list) and not isinstance(cli.config[key], list)
                                    else value)
     assert net is not None
@@ -76,3 +76,14 @@ def test_results_record_paths_relative_to_the_repository(tmp_path):
     assert display_path(REPO_ROOT / "runs" / "t" / "v-s1") == "runs/t/v-s1"
     assert display_path(tmp_path) == str(tmp_path.resolve())  # outside the repository: absolute
     assert display_path(None) is None
+
+
+def test_quick_overrides_apply_in_quick_mode_only(tmp_path):
+    from ablations.framework.table import Variant
+
+    table, _ = VARIANTS[0]
+    variant = Variant("v", {"model.init_args.a": 1, "model.init_args.b": 2}, quick_overrides={"model.init_args.b": 3})
+    quick = run_overrides(table, variant, 1, tmp_path, None, True, "test")
+    full = run_overrides(table, variant, 1, tmp_path, "/data", False, "test")
+    assert (quick["model.init_args.a"], quick["model.init_args.b"]) == (1, 3)
+    assert (full["model.init_args.a"], full["model.init_args.b"]) == (1, 2)
