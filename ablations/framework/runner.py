@@ -357,7 +357,8 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
         "paper_source": table.paper_source,
         "metrics": [m.as_dict() for m in table.metrics],
         "variants": [
-            {"name": v.name, "description": v.description, "overrides": v.overrides,
+            {"name": v.name, "description": v.description,
+             "overrides": {**v.overrides, **(v.quick_overrides if quick else {})},
              "paper": {m.name: v.paper.get(m.name) for m in table.metrics},
              "runs": [{k: r[k] for k in ("seed", "metrics", "run_dir", "wandb_run")} for r in records[v.name]]}
             for v in variants
