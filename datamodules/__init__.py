@@ -19,3 +19,15 @@ __all__ = [
     "ensure_synthetic_synapse",
     "write_synthetic_synapse",
 ]
+
+from .convformer_png import ConvFormerPNGDataModule  # noqa: E402
+from .png_layout import PRESETS as CONVFORMER_PNG_PRESETS  # noqa: E402
+from .synthetic_png import SyntheticPNG, ensure_synthetic_png, write_synthetic_png  # noqa: E402
+
+__all__ += [
+    "CONVFORMER_PNG_PRESETS",
+    "ConvFormerPNGDataModule",
+    "SyntheticPNG",
+    "ensure_synthetic_png",
+    "write_synthetic_png",
+]

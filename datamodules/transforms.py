@@ -64,6 +64,9 @@ __all__ = [
     "resize_transform",
     "reseed",
     "item_seed",
+    "CONVFORMER_GAMMAS",
+    "DiscreteGamma",
+    "convformer_train_transform",
 ]
 
 ResizeBackend = Literal["scipy", "opencv"]
@@ -208,3 +211,71 @@ def item_seed(*keys: int) -> int:
 def reseed(transform: A.BaseCompose, seed: int) -> None:
     """Give ``transform`` (and all its children) one fresh random stream seeded by ``seed``."""
     transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+
+# ----------------------------------------------------------------------------- ConvFormer (PNG data sets)
+
+#: The release's gamma values: 1.0, 1.1, ..., 2.4 (``shared/papers/convformer.md`` §3).
+CONVFORMER_GAMMAS: tuple[float, ...] = tuple(round(1.0 + 0.1 * k, 1) for k in range(15))
+
+
+class DiscreteGamma(A.ImageOnlyTransform):
+    """Gamma on uint8 images with ``γ`` drawn uniformly from ``gammas``: ``out = ⌊255 · (x/255)^(1/γ)⌋``.
+
+    ``1/γ`` (γ ≥ 1 brightens) and the truncation back to uint8 are our reading where
+    the specification names only "gamma, γ in {1.0, ..., 2.4}".
+    """
+
+    def __init__(self, gammas: tuple[float, ...] = CONVFORMER_GAMMAS, p: float = 0.5):
+        super().__init__(p=p)
+        if not gammas or min(gammas) <= 0:
+            raise ValueError(f"gammas must be positive, got {gammas}")
+        self.gammas = tuple(float(g) for g in gammas)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"gamma": self.gammas[self.py_random.randrange(len(self.gammas))]}
+
+    def apply(self, img: np.ndarray, gamma: float = 1.0, **params: Any) -> np.ndarray:
+        if img.dtype != np.uint8:
+            raise TypeError(f"DiscreteGamma expects uint8 images, got {img.dtype}")
+        lut = np.floor(255.0 * (np.arange(256) / 255.0) ** (1.0 / gamma)).astype(np.uint8)
+        return lut[img]
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("gammas",)
+
+
+def convformer_train_transform(img_size: int = 256, *, random_crop: bool = False) -> A.Compose:
+    """The ConvFormer release's training augmentation (``shared/papers/convformer.md`` §3), in its order.
+
+    Call as ``t(image=uint8 (S, S) or (S, S, 3), mask=uint8 (S, S))``; returns the
+    same shapes and dtypes (``S = img_size``). Seed it per sample with :func:`reseed`::
+
+        p 0.5   gamma, γ uniform in {1.0, 1.1, ..., 2.4} (:class:`DiscreteGamma`)
+        always  random crop S x S (ACDC/ICH: ``random_crop=True``; a no-op on S x S input)
+        p 0.5   rotation by an angle uniform in [-30°, 30°] about the centre
+        p 0.5   scale by s uniform in [1, 1.3] (size ⌊s·S⌋), then a random S x S crop
+        p 0.5   contrast factor uniform in [0.8, 2.0] (torchvision's rule: blend with
+                the mean gray level)
+        no flips, noise or elastic distortion (p = 0 in the release)
+
+    Our choices where the specification is silent: rotation nearest-neighbour for
+    image and label with zero fill (torchvision's defaults on PIL images), bilinear
+    image / nearest label for the scaling, all on uint8 (as the release's PIL
+    pipeline) with ToTensor's /255 afterwards.
+    """
+    size = int(img_size)
+    steps: list[A.BasicTransform | A.BaseCompose] = [DiscreteGamma(CONVFORMER_GAMMAS, p=0.5)]
+    if random_crop:
+        steps.append(A.RandomCrop(size, size, p=1.0))
+    steps += [
+        A.Rotate(limit=(-30, 30), interpolation=cv2.INTER_NEAREST, mask_interpolation=cv2.INTER_NEAREST,
+                 border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, crop_border=False, p=0.5),
+        A.Sequential([
+            A.RandomScale(scale_limit=(0.0, 0.3), interpolation=cv2.INTER_LINEAR,
+                          mask_interpolation=cv2.INTER_NEAREST, p=1.0),
+            A.RandomCrop(size, size, p=1.0),
+        ], p=0.5),
+        A.ColorJitter(brightness=(1.0, 1.0), contrast=(0.8, 2.0), saturation=(1.0, 1.0), hue=(0.0, 0.0), p=0.5),
+    ]
+    return A.Compose(steps, p=1.0)
