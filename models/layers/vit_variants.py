@@ -222,6 +222,8 @@ def official_token_encoder_key(key: str) -> str:
     """:class:`TransformerEncoder` key → the release's ``Transformer_*`` key (``layers.{i}.{0,1}``, ``gamma_1/2``)."""
     if key in ("ls1.gamma", "ls2.gamma"):
         return _BLOCK_KEYS[key]
+    if key.startswith("norm."):  # final_norm=True only: no counterpart in the release's SETR
+        return key
     head, i, rest = (key.split(".", 2) + ["", ""])[:3]
     if head == "blocks":
         if rest.startswith("attn."):
