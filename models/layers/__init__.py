@@ -27,3 +27,24 @@ __all__ = [
     "drop_path_schedule",
     "trunc_normal_",
 ]
+
+# ConvFormer (models/layers/convformer.py, models/layers/vit_variants.py)
+from models.layers.convformer import (  # noqa: E402
+    CNNStyleAttention,
+    ConvFeedForward,
+    ConvFormerBlock,
+    ConvFormerEncoder,
+    ConvFormerPooling,
+)
+from models.layers.vit_variants import ATTENTION_TYPES, TokenAttention, TransformerEncoder  # noqa: E402
+
+__all__ += [
+    "ATTENTION_TYPES",
+    "CNNStyleAttention",
+    "ConvFeedForward",
+    "ConvFormerBlock",
+    "ConvFormerEncoder",
+    "ConvFormerPooling",
+    "TokenAttention",
+    "TransformerEncoder",
+]
