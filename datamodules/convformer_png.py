@@ -74,6 +74,8 @@ from .transforms import convformer_train_transform, item_seed, reseed
 __all__ = ["ConvFormerPNGDataModule", "PNGTrainDataset", "PNGEvalDataset", "to_tensors"]
 
 _RELEASE = "the ConvFormer layout's"
+#: The splits each Lightning stage reads (any other stage, e.g. ``None``: all three).
+_STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
 def to_tensors(image: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -299,18 +301,28 @@ class ConvFormerPNGDataModule(L.LightningDataModule):
             check_patient_ids(path, ids)
         return ids
 
-    def split_ids(self, root: Path) -> dict[str, tuple[str, list[str]]]:
-        """``{"train" | "val" | "test": (list file, ids)}`` after the optional hold-out."""
-        train = self.read_split(root, self.train_split)
-        test = (self.test_split, self.read_split(root, self.test_split, eval_ids=True))
-        if self.select_on == "test":
-            val = test
-        elif self.holds_out:
-            train, held = self._hold_out(train)
-            val = (self.train_split, held)
-        else:
-            val = (self.val_split, self.read_split(root, self.val_split, eval_ids=True))
-        return {"train": (self.train_split, train), "val": val, "test": test}
+    def split_ids(self, root: Path, which: Sequence[str] = ("train", "val", "test")) -> dict[str, tuple[str, list]]:
+        """``{"train" | "val" | "test": (list name, ids)}`` for ``which``, after the optional hold-out.
+
+        Only the list files ``which`` needs are read.
+        """
+        out: dict[str, tuple[str, list[str]]] = {}
+        if "train" in which or ("val" in which and self.holds_out):
+            train = self.read_split(root, self.train_split)
+            if self.holds_out:
+                train, held = self._hold_out(train)
+                out["held"] = (self.train_split, held)
+            out["train"] = (self.train_split, train)
+        if "test" in which or ("val" in which and self.select_on == "test"):
+            out["test"] = (self.test_split, self.read_split(root, self.test_split, eval_ids=True))
+        if "val" in which:
+            if self.select_on == "test":
+                out["val"] = out["test"]
+            elif self.holds_out:
+                out["val"] = out["held"]
+            else:
+                out["val"] = (self.val_split, self.read_split(root, self.val_split, eval_ids=True))
+        return {key: out[key] for key in which}
 
     def _hold_out(self, ids: list[str]) -> tuple[list[str], list[str]]:
         """Keep / hold out ``val_fraction`` of ``ids`` (whole evaluation units), seeded by ``holdout_seed``."""
@@ -327,12 +339,10 @@ class ConvFormerPNGDataModule(L.LightningDataModule):
     # -- whole-set check --------------------------------------------------------------------
     def data_files(self, stage: str | None, root: Path) -> list[DataFile]:
         """The image and label PNGs ``stage`` reads (``None``: every split), each once."""
-        splits = self.split_ids(root)
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        splits = self.split_ids(root, _STAGE_SPLITS.get(stage, ("train", "val", "test")))
         size = (self.img_size, self.img_size)
         files: dict[Path, DataFile] = {}
-        for key in wanted.get(stage, ("train", "val", "test")):
-            split, ids = splits[key]
+        for split, ids in splits.values():
             list_path = root / LIST_DIR / f"{split}.txt"
             image_ndim = 2 if self.in_channels == 1 else 3  # (H, W) gray or (H, W, 3) RGB
             for folder, content, ndim in ((IMG_DIR, "image", image_ndim), (LABEL_DIR, "label", 2)):
@@ -373,7 +383,7 @@ class ConvFormerPNGDataModule(L.LightningDataModule):
         self.root = root
         if self.data_check != "off":
             self.check_data(stage, self.data_check)
-        splits = self.split_ids(root)
+        splits = self.split_ids(root, _STAGE_SPLITS.get(stage, ("train", "val", "test")))
         for folder in (IMG_DIR, LABEL_DIR):  # the folders exist (checked above too, unless data_check is off)
             listed_paths(root / folder, (), PNG_SUFFIX, _RELEASE)
         common = {"channels": self.in_channels, "num_classes": self.num_classes, "img_size": self.img_size}
