@@ -52,6 +52,11 @@ Deviation: the row-normalised Gaussian is computed as softmax(−dis / 2σ²) ov
 identical to exp(·)/Σ exp(·) but finite when no SR key is near a query (small σ on a
 coarse key grid underflows the plain form to 0/0).
 
+From timm: PVTv2's spatial-reduction ``Attention`` (subclassed), MixFFN
+(``MlpWithDepthwiseConv``), ``OverlapPatchEmbed``, ``LayerScale``, ``DropPath``. Hand-written,
+because timm has none of them: the attention variants on SR attention (its Attention is
+softmax only), the large-patch/context tiling, and the MoE head.
+
 Inputs: H and W multiples of 32.
 """
 from __future__ import annotations

@@ -35,6 +35,11 @@ Choices (the bytecode configuration does not settle them):
   (timm ``resample_abs_pos_embed``); TransUNet would fail. The convformer variant has none.
 * R50 init: timm's ResNetV2 init (TransUNet loads ImageNet weights over PyTorch defaults).
 
+From timm: ResNetV2 (in :mod:`models.layers.transunet`), ``resample_abs_pos_embed``; the
+transformers are the shared ConvFormer / ViT-variant layers. Hand-written: the 1×1-conv
+patch embedding with its zero-initialised position embedding (timm's ``HybridEmbed`` wraps
+the backbone and has no position embedding, which its ViT holds instead).
+
 Inputs: H and W multiples of 16.
 """
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """TransUNet's hybrid CNN encoder and CUP decoder (Chen et al., arXiv 2102.04306), the R50-ViT-B/16 host.
 
 Written from the published architecture (TransUNet's ``ResNetV2`` with skip features
-and its cascaded-upsampler decoder); no upstream code is used.
+and its cascaded-upsampler decoder); no upstream code is used. timm's ResNetV2 is the
+network; hand-written are only the skip-feature forward and the CUP decoder (timm has
+neither: its feature extraction has no TransUNet padding, and it has no segmentation decoder).
 
 * :class:`ResNetV2SkipEncoder`: timm's non-pre-activation ``ResNetV2`` with stages
   (3, 4, 9) (the BiT-style R50 of R50-ViT-B/16: weight-standardised convs, GroupNorm
