@@ -111,6 +111,11 @@ class DataFile:
     size: tuple[int, int] | None = None
     fold_labels: bool = False
 
+    def __post_init__(self) -> None:
+        if self.path.name.lower().endswith(".png") and self.content not in ("image", "label"):
+            raise ValueError(f"{self.path}: a PNG holds one array: content must be 'image' or 'label', "
+                             f"got {self.content!r}")
+
     @property
     def format(self) -> str:
         name = self.path.name.lower()
