@@ -1,6 +1,7 @@
 """Small named callbacks (exact resumption, segmentation overlays) and the W&B logging helpers they share."""
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,23 @@ def log_case_table(trainer: L.Trainer, key: str, report) -> None:
     rows = [[row.get(column) for column in columns] for row in report.cases]
     for logger in wandb_loggers(trainer):
         logger.log_table(key=key, columns=columns, data=rows)
+
+
+def publish_test_report(module: L.LightningModule, report) -> Path:
+    """Log a task's test report, send its cases to W&B as a table, write ``test_metrics.json`` (rank 0).
+
+    Call on every rank (``trainer.log_dir`` is broadcast); the values must already be equal
+    on every rank (gathered), so they are logged from rank 0 only. Returns the JSON's path.
+    """
+    trainer = module.trainer
+    for key, value in report.metrics.items():
+        module.log(key, value, rank_zero_only=True)
+    log_case_table(trainer, "test/cases", report)
+    path = run_dir(trainer) / "test_metrics.json"
+    if trainer.is_global_zero:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 class SegmentationOverlays(L.Callback):

@@ -12,8 +12,6 @@ W&B as a ``wandb.Table`` and writes it to ``test_metrics.json``.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -24,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.segmentation import DiceScore
 
-from lightning_modules.callbacks import log_case_table, run_dir
+from lightning_modules.callbacks import publish_test_report
 from lightning_modules.distributed import gather_cases
 from lightning_modules.inference import predict_volume_slicewise
 from lightning_modules.losses import CEDiceLoss
@@ -185,11 +183,4 @@ class SegmentationModule(L.LightningModule):
         report = transunet_report(summarize_cases(cases, names),
                                   meta={"protocol": protocol, "data_kind": data_kind})
         self.test_report = report
-        for key, value in report.metrics.items():
-            self.log(key, value, rank_zero_only=True)  # equal on every rank after the gather
-        log_case_table(self.trainer, "test/cases", report)
-        path = run_dir(self.trainer) / "test_metrics.json"  # on every rank: trainer.log_dir broadcasts
-        if self.trainer.is_global_zero:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
-            self.test_metrics_path = Path(path)
+        self.test_metrics_path = publish_test_report(self, report)

@@ -12,8 +12,6 @@ numbers, for ``val/dice`` as for the test report.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -22,7 +20,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
-from lightning_modules.callbacks import log_case_table, run_dir
+from lightning_modules.callbacks import publish_test_report
 from lightning_modules.distributed import gather_cases
 from lightning_modules.losses import NNUNetDiceCELoss
 from lightning_modules.metrics import (
@@ -41,19 +39,6 @@ __all__ = ["SliceSegmentationModule"]
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-4, weight_decay=1e-5)
-
-
-def _write_report(module: L.LightningModule, report: MetricReport) -> Path:
-    """Log a test report's metrics, send its cases to W&B and write ``test_metrics.json`` on rank 0."""
-    trainer = module.trainer
-    for key, value in report.metrics.items():
-        module.log(key, value, rank_zero_only=True)  # equal on every rank after the gather
-    log_case_table(trainer, "test/cases", report)
-    path = run_dir(trainer) / "test_metrics.json"  # on every rank: trainer.log_dir broadcasts
-    if trainer.is_global_zero:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report.to_json(), indent=2, sort_keys=True) + "\n")
-    return path
 
 
 class SliceSegmentationModule(L.LightningModule):
@@ -203,5 +188,5 @@ class SliceSegmentationModule(L.LightningModule):
         data_kind = "synthetic" if getattr(datamodule, "is_synthetic", False) else "real"
         self.test_report = convformer_report(records, self.eval_mode, names,
                                              meta={"protocol": protocol, "data_kind": data_kind})
-        self.test_metrics_path = _write_report(self, self.test_report)
+        self.test_metrics_path = publish_test_report(self, self.test_report)
         self._records = {}
