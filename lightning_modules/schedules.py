@@ -55,3 +55,17 @@ def build_schedule(
     if name == "constant":
         return LambdaLR(optimizer, lambda step: 1.0)
     raise ValueError(f"unknown schedule {name!r}; choose poly, poly_shifted or constant")
+
+
+def report_effective_batch(module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+    """Print (rank 0) the effective batch = per-device batch × processes × accumulation, the LR and the steps."""
+    trainer = module._trainer
+    batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None) if trainer is not None else None
+    if not batch_size:
+        return
+    from lightning.pytorch.utilities import rank_zero_info
+
+    effective = batch_size * trainer.world_size * trainer.accumulate_grad_batches
+    rank_zero_info(f"effective batch {effective} = {batch_size} per device × {trainer.world_size} "
+                   f"process(es) × {trainer.accumulate_grad_batches} accumulated; base LR "
+                   f"{optimizer.param_groups[0]['lr']:g}; {total_steps} optimizer steps")

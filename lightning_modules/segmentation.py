@@ -18,7 +18,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics.segmentation import DiceScore
 
@@ -28,7 +27,7 @@ from lightning_modules.inference import predict_volume_slicewise
 from lightning_modules.losses import CEDiceLoss
 from lightning_modules.metrics import MetricReport, per_class_case_metrics, summarize_cases, transunet_report
 from lightning_modules.pretrained import load_pretrained_weights
-from lightning_modules.schedules import ScheduleName, build_schedule
+from lightning_modules.schedules import ScheduleName, build_schedule, report_effective_batch
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
@@ -132,12 +131,7 @@ class SegmentationModule(L.LightningModule):
                 group["lr"] *= batch_size / 24
                 group["initial_lr"] = group["lr"]
         total = max(int(self.trainer.estimated_stepping_batches), 1) if self.trainer else 1
-        if self._trainer is not None and batch_size:
-            trainer = self.trainer
-            effective = batch_size * trainer.world_size * trainer.accumulate_grad_batches
-            rank_zero_info(f"effective batch {effective} = {batch_size} per device × {trainer.world_size} "
-                           f"process(es) × {trainer.accumulate_grad_batches} accumulated; base LR "
-                           f"{optimizer.param_groups[0]['lr']:g}; {total} optimizer steps")
+        report_effective_batch(self, optimizer, total)
         scheduler = build_schedule(optimizer, self.hparams.lr_schedule, total, self.hparams.poly_power)
         # "name" is the key LearningRateMonitor logs the LR under
         schedule = {"scheduler": scheduler, "interval": "step", "name": "train/lr"}

@@ -32,7 +32,7 @@ from lightning_modules.metrics import (
     patient_id,
 )
 from lightning_modules.pretrained import load_pretrained_weights
-from lightning_modules.schedules import ScheduleName, build_schedule
+from lightning_modules.schedules import ScheduleName, build_schedule, report_effective_batch
 
 __all__ = ["SliceSegmentationModule"]
 
@@ -136,6 +136,7 @@ class SliceSegmentationModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.parameters())
         total = max(int(self.trainer.estimated_stepping_batches), 1) if self._trainer is not None else 1
+        report_effective_batch(self, optimizer, total)
         scheduler = build_schedule(optimizer, self.hparams.lr_schedule, total, self.hparams.poly_power)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step",
                                                          "name": "train/lr"}}
