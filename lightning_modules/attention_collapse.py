@@ -114,6 +114,9 @@ def plot_collapse(series: Mapping[str, Sequence[float | None]], title: str):
     for name, values in series.items():
         ax.plot(range(1, len(values) + 1), [float("nan") if v is None else v for v in values],
                 marker="o", label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel("mean pairwise cosine similarity of attention rows")
     ax.set_ylim(bottom=min(0.0, ax.get_ylim()[0]))
@@ -150,7 +153,7 @@ def plot_table_collapse(results: Mapping[str, Any], png_path: str | Path) -> Non
     """An ablation table's figure: layers on the x axis, one line per variant (:func:`table_collapse_series`)."""
     series = table_collapse_series(results)
     kind = "SYNTHETIC data" if results.get("data_kind") == "synthetic" else "real data"
-    title = (f"{results['paper']} Table {results['table']}: attention collapse per layer "
+    title = (f"{results['paper']} Table {results['table']}: attention collapse per layer\n"
              f"({kind}, mean of {len(results.get('seeds', []))} seed(s))")
     _save(plot_collapse(series, title), Path(png_path))
 
@@ -196,5 +199,5 @@ class AttentionCollapse(L.Callback):
             attention = getattr(net, "attention", None)
             label = f"{name} ({attention})" if attention else name
             fig = plot_collapse({label: list(scores.values())},
-                                f"attention collapse per layer, {len(images)} test image(s)")
+                                f"attention collapse per layer\n({len(images)} test image(s))")
             log_figure(trainer, fig, "test/attention_collapse", folder / "attention_collapse.png", label)
