@@ -155,3 +155,35 @@ class ReproCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._weights_only_default()
+
+
+class RecipeOnlyCLI(ReproCLI):
+    """A recipe's CLI parsed in full (configs, links), of which only the datamodule and, when
+    ``with_model``, the LightningModule are built: no trainer, loggers or callbacks."""
+
+    with_model = False
+
+    def instantiate_classes(self) -> None:
+        config = self.config.clone()
+        if not self.with_model:
+            config.model = None
+        config.trainer.logger = None
+        config.trainer.callbacks = None
+        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes
+        self.config_init = instantiate(config)
+        self.datamodule = self.config_init.get("data")
+        self.model = self.config_init.get("model") if self.with_model else None
+        self.trainer = None
+
+
+def build_from_recipe(cli_args: Sequence[str], *, with_model: bool = False):
+    """``(model or None, datamodule)`` of the recipe given by ``cli_args`` (``--config`` files, overrides)."""
+    import sys
+
+    cls = type("RecipeCLI", (RecipeOnlyCLI,), {"with_model": with_model})
+    argv, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        cli = cls(args=list(cli_args), run=False)
+    finally:
+        sys.argv = argv
+    return cli.model, cli.datamodule

@@ -29,25 +29,10 @@ from collections.abc import Sequence
 import _bootstrap  # noqa: F401  (the repository root on sys.path)
 
 from datamodules.errors import exit_on_dataset_error
-from lightning_modules.cli import ReproCLI
+from lightning_modules.cli import build_from_recipe
 
 STAGES = {"fit": "fit", "validate": "validate", "test": "test", "all": None}
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-
-
-class DataOnlyCLI(ReproCLI):
-    """The recipe's CLI, parsed in full (configs, links), of which only the datamodule is built."""
-
-    def instantiate_classes(self) -> None:
-        config = self.config.clone()
-        config.model = None  # the network and the trainer's loggers/callbacks are not needed
-        config.trainer.logger = None
-        config.trainer.callbacks = None
-        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes
-        self.config_init = instantiate(config)
-        self.datamodule = self.config_init.get("data")
-        self.model = None
-        self.trainer = None
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -70,12 +55,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def build_datamodule(cli_args: Sequence[str]):
     """The datamodule of the recipe given by ``cli_args`` (``--config`` files, ``--data.*`` overrides)."""
-    argv, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        cli = DataOnlyCLI(args=list(cli_args), run=False)
-    finally:
-        sys.argv = argv
-    return cli.datamodule
+    return build_from_recipe(cli_args)[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,3 +98,24 @@ def test_the_table_figure_averages_the_seeds_per_layer(tmp_path):
     png = tmp_path / "t.collapse.png"
     plot_table_collapse(json.loads(json.dumps(results)), png)
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_script_measures_each_attention_type_of_a_recipe(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from tests.training.helpers import CONFIGS
+
+    monkeypatch.setenv("REPRO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = [sys.executable, "reproduce/attention_collapse.py", "--attention", "vanilla", "convformer",
+            "--images", "2", "--out", str(tmp_path / "out")]
+    for layer in ("convformer/acdc.yaml", "_base_/synthetic_acdc.yaml", "convformer/smoke.yaml"):
+        args += ["--config", str(CONFIGS / layer)]
+    result = subprocess.run(args, cwd=CONFIGS.parent.parent, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((tmp_path / "out" / "attention_collapse.json").read_text())
+    assert set(written["scores"]) == {"vanilla", "convformer"}
+    assert all(len(layers) == 2 and all(-1.0 <= v <= 1.0 for v in layers.values())
+               for layers in written["scores"].values())
+    assert (tmp_path / "out" / "attention_collapse.png").read_bytes()[:4] == b"\x89PNG"
