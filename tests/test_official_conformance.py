@@ -47,4 +47,5 @@ def test_report_coverage(capsys):
     with capsys.disabled():
         print(f"\nofficial fixtures covered: {', '.join(covered)}")
         print(f"official fixtures NOT covered yet ({len(missing)}): {', '.join(missing)}")
-    assert {"cswin_unet/model", "cswin_unet/cswin_block", "cswin_unet/carafe"} <= set(covered)
+    assert {"cswin_unet/model", "cswin_unet/cswin_block", "cswin_unet/carafe", "convformer/pooling", "convformer/csa",
+            "convformer/block", "convformer/setr", "convformer/setr_convformer"} <= set(covered)
