@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from lightning_modules.visualize import overlay_figure
+from lightning_modules.visualize import display_image, overlay_figure
 
 
 class RNGStateCheckpoint(L.Callback):
@@ -117,15 +117,25 @@ class SegmentationOverlays(L.Callback):
     """Image | ground truth | prediction overlays of fixed slices, with the class legend.
 
     Validation: the ``num_samples`` validation slices with the most classes (chosen
-    once, so every epoch shows the same slices) → ``overlays/val_epoch<E>.png``.
+    once, so every epoch shows the same slices) → ``overlays/val_epoch<E>.png``, every
+    ``every_n_epochs`` epochs and after the last one (drawing costs far more than a small
+    validation set's forward passes).
     Test: the slices with the most classes of the first test volume → ``overlays/test_<case>.png``.
     Each figure also goes to W&B twice: the PNG, and one ``wandb.Image`` per slice
     with ``masks=`` (ground truth and prediction, class labels), W&B's interactive overlay.
     """
 
-    def __init__(self, num_samples: int = 4) -> None:
+    def __init__(self, num_samples: int = 4, every_n_epochs: int = 10) -> None:
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
         self.num_samples = num_samples
+        self.every_n_epochs = every_n_epochs
         self._val_indices: list[int] | None = None
+
+    def _draws_at(self, trainer: L.Trainer) -> bool:
+        epoch = trainer.current_epoch
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs - 1
+        return last or (epoch + 1) % self.every_n_epochs == 0
 
     def _class_names(self, trainer: L.Trainer, num_classes: int) -> list[str]:
         names = getattr(trainer.datamodule, "class_names", None)
@@ -138,7 +148,7 @@ class SegmentationOverlays(L.Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dataset = getattr(trainer.datamodule, "val_dataset", None)
-        if trainer.sanity_checking or dataset is None or len(dataset) == 0:
+        if trainer.sanity_checking or dataset is None or len(dataset) == 0 or not self._draws_at(trainer):
             return
         if self._val_indices is None:
             self._val_indices = self._pick([np.asarray(dataset[i]["label"]) for i in range(len(dataset))])
@@ -147,7 +157,7 @@ class SegmentationOverlays(L.Callback):
         with torch.no_grad():
             preds = pl_module(images).argmax(1).cpu().numpy()
         labels = [np.asarray(s["label"]) for s in samples]
-        images = [s["image"][0].numpy() for s in samples]
+        images = [display_image(s["image"]) for s in samples]
         names = self._class_names(trainer, pl_module.num_classes)
         titles = [f"{s.get('case', '')} slice {int(s.get('slice', i))}"
                   for i, s in zip(self._val_indices, samples, strict=True)]

@@ -33,6 +33,7 @@ from lightning_modules.metrics import (
 )
 from lightning_modules.pretrained import load_pretrained_weights
 from lightning_modules.schedules import ScheduleName, build_schedule, report_effective_batch
+from lightning_modules.visualize import display_image
 
 __all__ = ["SliceSegmentationModule"]
 
@@ -173,8 +174,9 @@ class SliceSegmentationModule(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         _, prediction = self._evaluate(batch, batch_idx, distances=True)
         case = (batch.get("case") or [f"batch{batch_idx:05d}"])[0]
-        # (B, H, W) stacks, the shape SegmentationOverlays expects of a test output
-        return {"case": str(case), "image": batch["image"][:, 0].float().cpu().numpy(),
+        # stacks of (H, W) gray or (H, W, 3) RGB images and (H, W) maps, as SegmentationOverlays expects
+        images = np.stack([display_image(x) for x in batch["image"].float().cpu().numpy()])
+        return {"case": str(case), "image": images,
                 "label": batch["label"].cpu().numpy(), "prediction": prediction}
 
     def on_test_epoch_end(self) -> None:

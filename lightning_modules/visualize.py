@@ -22,6 +22,14 @@ def class_colors(num_classes: int) -> np.ndarray:
     return np.concatenate([np.zeros((1, 4)), colors], axis=0)
 
 
+def display_image(image) -> np.ndarray:
+    """A network input as shown: (1, H, W) or (H, W) → (H, W) gray; (3, H, W) → (H, W, 3) RGB (floats)."""
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 3 and array.shape[0] == 3:
+        return np.ascontiguousarray(array.transpose(1, 2, 0))
+    return array[0] if array.ndim == 3 else array
+
+
 def overlay_figure(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
@@ -32,7 +40,8 @@ def overlay_figure(
 ) -> plt.Figure:
     """One row per sample: image, image + ground truth, image + prediction, with a class legend.
 
-    images: (H, W) floats; labels / predictions: (H, W) integer class maps.
+    images: (H, W) gray or (H, W, 3) RGB floats (:func:`display_image`); labels /
+    predictions: (H, W) integer class maps.
     """
     rows = len(images)
     colors = class_colors(len(class_names))
