@@ -48,3 +48,9 @@ __all__ += [
     "TokenAttention",
     "TransformerEncoder",
 ]
+
+# SLAB (models/layers/repbn.py, models/layers/linear_attention.py)
+from models.layers.linear_attention import SimplifiedLinearAttention  # noqa: E402
+from models.layers.repbn import ProgressiveNorm, RepBN  # noqa: E402
+
+__all__ += ["ProgressiveNorm", "RepBN", "SimplifiedLinearAttention"]
