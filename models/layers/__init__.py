@@ -51,6 +51,22 @@ __all__ += [
 
 # SLAB (models/layers/repbn.py, models/layers/linear_attention.py)
 from models.layers.linear_attention import SimplifiedLinearAttention  # noqa: E402
+from models.layers.reparam import (  # noqa: E402
+    fold_repbn_after_linear,
+    fold_repbn_into_conv,
+    fold_repbn_into_linear,
+    fold_repbn_into_residual_stream,
+    repbn_affine,
+)
 from models.layers.repbn import ProgressiveNorm, RepBN  # noqa: E402
 
-__all__ += ["ProgressiveNorm", "RepBN", "SimplifiedLinearAttention"]
+__all__ += [
+    "ProgressiveNorm",
+    "RepBN",
+    "SimplifiedLinearAttention",
+    "fold_repbn_after_linear",
+    "fold_repbn_into_conv",
+    "fold_repbn_into_linear",
+    "fold_repbn_into_residual_stream",
+    "repbn_affine",
+]

@@ -52,7 +52,7 @@ def _run_linear_norm(module: ProgressiveNorm, inputs: dict, case: dict) -> dict:
                                  f"official {step['lambda_used']}")
         state = module.state_dict()
         for name in step.get("buffers_after", []):
-            prefix, official = name.split(".", 1)
+            _, official = name.split(".", 1)
             outputs[name] = state[ours[official]].clone()
     return outputs
 
