@@ -10,6 +10,7 @@ written here because nothing in torch/timm implements it.
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ class ProgressiveNorm(nn.Module):
 
     * ``"per_forward"`` (the release): every training-mode forward computes γ from the buffers,
       then advances them (warm-up first, then t ← t − 1, stopping at 0).
-    * ``"global_step"`` (project default for training): forwards never advance the buffers;
+    * ``"global_step"`` (the project's recommended training mode): forwards never advance the buffers;
       :class:`lightning_modules.slab_callbacks.ProgressiveNormSchedule` calls :meth:`set_step`
       with ``trainer.global_step`` before every training batch, so gradient accumulation and
       re-run forwards (activation checkpointing) do not change the schedule. Both give the same
@@ -113,6 +114,7 @@ class ProgressiveNorm(nn.Module):
         self.register_buffer("steps_left", torch.tensor(T, dtype=torch.long))
         self.register_buffer("total_steps", torch.tensor(T, dtype=torch.long))
         self._gamma_override: float | None = None
+        self._stepped = False  # global_step mode: set_step() seen (warn once if training without it)
         self.last_gamma: torch.Tensor | None = None
 
     @property
@@ -158,6 +160,7 @@ class ProgressiveNorm(nn.Module):
         self.warmup_left.fill_(max(self.warmup - step, 0))
         self.steps_left.fill_(self.T - min(max(step - self.warmup, 0), self.T))
         self._gamma_override = None
+        self._stepped = True
 
     @torch.no_grad()
     def _advance(self) -> None:
@@ -175,6 +178,10 @@ class ProgressiveNorm(nn.Module):
             self.last_gamma = gamma.detach()
             if self.counting == "per_forward":
                 self._advance()
+            elif not self._stepped and self._gamma_override is None:
+                self._stepped = True
+                warnings.warn("ProgressiveNorm(counting='global_step') is training without set_step(): gamma stays "
+                              "put (add lightning_modules.slab_callbacks.ProgressiveNormSchedule)", stacklevel=2)
         return out
 
 

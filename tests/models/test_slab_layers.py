@@ -103,8 +103,9 @@ def test_eval_uses_repbn_only_unless_eval_mixture():
 
 def test_global_step_mode_only_moves_with_set_step_and_set_gamma_pins():
     norm = ProgressiveNorm(4, 8, warmup=1, schedule="cosine", counting="global_step").train()
-    for _ in range(3):
-        norm(torch.randn(2, 3, 4))
+    with pytest.warns(UserWarning, match="without set_step"):
+        for _ in range(3):
+            norm(torch.randn(2, 3, 4))
     assert norm.gamma == 1.0 and int(norm.steps_left) == 8
     norm.set_step(5)
     assert norm.gamma == pytest.approx(gamma_closed_form(5, 8, "cosine", warmup=1))
