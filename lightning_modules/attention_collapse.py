@@ -37,6 +37,8 @@ import lightning as L
 import torch
 from torch import nn
 
+from models.layers.attention_recording import recording_modules
+
 __all__ = [
     "collapse_score",
     "attention_layers",
@@ -66,7 +68,7 @@ def collapse_score(attention: torch.Tensor) -> torch.Tensor:
 
 def attention_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """The modules following the recording contract, in registration (= forward) order."""
-    return [(name, m) for name, m in net.named_modules() if isinstance(getattr(m, "record_attention", None), bool)]
+    return recording_modules(net)
 
 
 @torch.no_grad()

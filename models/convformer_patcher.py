@@ -71,6 +71,7 @@ from timm.models.pvt_v2 import Attention as SRAttention
 from timm.models.pvt_v2 import MlpWithDepthwiseConv, OverlapPatchEmbed
 from torch import nn
 
+from models.layers.attention_recording import AttentionRecording
 from models.layers.convformer import ConvBNReLU
 from models.layers.drop_path import drop_path_schedule
 from models.layers.vit_variants import ATTENTION_TYPES, DLA
@@ -273,7 +274,7 @@ class MoEHead(nn.Module):
         return self.classifier(self.dropout(fused))
 
 
-class ConvFormerPatcher(nn.Module):
+class ConvFormerPatcher(AttentionRecording, nn.Module):
     """Patcher with a selectable attention: (B, in_channels, H, W) → (B, num_classes, H, W), H, W multiples of 32.
 
     Module docstring for the structure and the reconstruction choices.
@@ -340,21 +341,6 @@ class ConvFormerPatcher(nn.Module):
             features.append(x)
         logits = self.decode_head(features)
         return F.interpolate(logits, scale_factor=4, mode="bilinear", align_corners=False)
-
-    # -- attention-collapse diagnostic -----------------------------------------------------
-    def attention_modules(self) -> list[PatcherAttention]:
-        return [blk.attn for stage in self.stages for blk in stage.blocks]
-
-    def record_attention(self, enabled: bool = True) -> None:
-        """Make every attention layer store (or stop storing) the matrix it applies to V."""
-        for module in self.attention_modules():
-            module.record_attention = enabled
-            if not enabled:
-                module.last_attention = None
-
-    def attention_maps(self) -> list[torch.Tensor | None]:
-        """Per layer, the last recorded (B·L, heads, N, N_k) map, L large patches (``None`` if not recorded)."""
-        return [module.last_attention for module in self.attention_modules()]
 
 
 def _segformer_init(module: nn.Module) -> None:

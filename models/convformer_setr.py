@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from models.layers.attention_recording import AttentionRecording
 from models.layers.convformer import (
     ConvBNReLU,
     ConvFormerEncoder,
@@ -102,7 +103,7 @@ class SETRDecoder(nn.Module):
         return self._up(self.head(x), self.last_scale)
 
 
-class SETR(nn.Module):
+class SETR(AttentionRecording, nn.Module):
     """SETR (the ConvFormer release's baselines) with a selectable transformer.
 
     x: (B, in_channels, H, W), H and W multiples of the stride (``patch_size``, or
@@ -170,21 +171,6 @@ class SETR(nn.Module):
             tokens = self.pos_drop(self.patch_embed(x) + self.positional_embedding(h, w))
             feats = self.encoder(tokens).transpose(1, 2).reshape(b, self.dim, h, w)
         return self.decoder(feats)
-
-    # -- attention-collapse diagnostic -----------------------------------------------------
-    def attention_modules(self) -> list[nn.Module]:
-        return self.encoder.attention_modules()
-
-    def record_attention(self, enabled: bool = True) -> None:
-        """Make every attention layer store (or stop storing) the matrix it applies to V."""
-        for module in self.attention_modules():
-            module.record_attention = enabled
-            if not enabled:
-                module.last_attention = None
-
-    def attention_maps(self) -> list[torch.Tensor | None]:
-        """Per layer, the last recorded (B, heads, N, N) attention (``None`` if not recorded)."""
-        return [module.last_attention for module in self.attention_modules()]
 
 
 # ------------------------------------------------------------------------------------------------

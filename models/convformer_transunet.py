@@ -50,6 +50,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from models.layers.attention_recording import AttentionRecording
 from models.layers.convformer import ConvFormerEncoder, ConvFormerPooling
 from models.layers.transunet import CUPDecoder, ResNetV2SkipEncoder
 from models.layers.vit_variants import ATTENTION_TYPES, TransformerEncoder
@@ -75,7 +76,7 @@ class ViTEmbedding(nn.Module):
         return self.drop(self.proj(x).flatten(2).transpose(1, 2) + pos)
 
 
-class ConvFormerTransUNet(nn.Module):
+class ConvFormerTransUNet(AttentionRecording, nn.Module):
     """TransUNet R50-ViT-B/16 with a selectable attention: (B, 1 or 3, H, W) → (B, num_classes, H, W).
 
     Module docstring for the two transformer paths and the reconstruction choices.
@@ -130,22 +131,6 @@ class ConvFormerTransUNet(nn.Module):
                     nn.init.normal_(fc.bias, std=1e-6)
         self.decoder = CUPDecoder(hidden_size, num_classes, self.encoder.skip_channels, head_channels,
                                   decoder_channels, num_skips)
-
-    # -- attention-collapse diagnostic -----------------------------------------------------
-    def attention_modules(self) -> list[nn.Module]:
-        """The attention modules (``record_attention`` / ``last_attention``), in forward order."""
-        return self.transformer.attention_modules()
-
-    def record_attention(self, enabled: bool = True) -> None:
-        """Make every attention layer store (or stop storing) the matrix it applies to V."""
-        for module in self.attention_modules():
-            module.record_attention = enabled
-            if not enabled:
-                module.last_attention = None
-
-    def attention_maps(self) -> list[torch.Tensor | None]:
-        """Per layer, the last recorded (B, heads, N, N) map, N = H/16 · W/16 (``None`` if not recorded)."""
-        return [module.last_attention for module in self.attention_modules()]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1 and self.stem_in_channels == 3:

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from models.layers.attention_recording import AttentionRecording
+
 __all__ = [
     "ConvBNReLU",
     "ConvFormerPooling",
@@ -177,7 +179,7 @@ class ConvFormerBlock(nn.Module):
         return x + self.ffn(x)
 
 
-class ConvFormerEncoder(nn.Module):
+class ConvFormerEncoder(AttentionRecording, nn.Module):
     """``depth`` ConvFormer blocks (``CNNTransformer_record``): (B, dim, H, W) → (B, dim, H, W)."""
 
     def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, sigma_min: float = 0.003,
@@ -186,9 +188,6 @@ class ConvFormerEncoder(nn.Module):
         self.blocks = nn.ModuleList(
             ConvFormerBlock(dim, heads, dim_head, mlp_dim, sigma_min, sigma_max) for _ in range(depth)
         )
-
-    def attention_modules(self) -> list[CNNStyleAttention]:
-        return [blk.attn for blk in self.blocks]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:

@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerScale, Mlp
 from torch import nn
 
+from models.layers.attention_recording import AttentionRecording
+
 __all__ = ["ATTENTION_TYPES", "TOKEN_ATTENTION_KINDS", "DLA", "TokenAttention", "TransformerBlock",
            "TransformerEncoder"]
 
@@ -152,7 +154,7 @@ class TransformerBlock(nn.Module):
         return x + self.drop_path(ls2(self.mlp(self.norm2(x))))
 
 
-class TransformerEncoder(nn.Module):
+class TransformerEncoder(AttentionRecording, nn.Module):
     """``depth`` pre-LN blocks (+ optional final LayerNorm): (B, N, dim) → (B, N, dim).
 
     ``attention`` ∈ {"vanilla", "reattention", "layerscale", "refiner"}; "layerscale" is
@@ -182,9 +184,6 @@ class TransformerEncoder(nn.Module):
         self.ls1 = LayerScale(dim, layerscale_init) if shared else None
         self.ls2 = LayerScale(dim, layerscale_init) if shared else None
         self.norm = nn.LayerNorm(dim, eps=norm_eps) if final_norm else nn.Identity()
-
-    def attention_modules(self) -> list[TokenAttention]:
-        return [blk.attn for blk in self.blocks]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for blk in self.blocks:
