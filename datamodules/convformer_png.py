@@ -42,7 +42,6 @@ reader checks again.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -53,7 +52,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .checks import CheckReport, DataFile, check_files, is_rank_zero
+from .checked import CheckedDataModule
+from .checks import DataFile
 from .errors import DatasetError, describe_path
 from .files import listed_paths, read_list_file
 from .png_layout import (
@@ -67,7 +67,6 @@ from .png_layout import (
     patient_of,
 )
 from .sampling import EpochShuffleSampler, loader_kwargs, resume_point
-from .synthetic import default_cache_dir
 from .synthetic_png import SyntheticPNG
 from .transforms import convformer_train_transform, item_seed, reseed
 
@@ -143,7 +142,7 @@ class PNGEvalDataset(_PNGPairs):
         return {"image": image, "label": label, "case": case, "patient": patient_of(case, self.eval_mode)}
 
 
-class ConvFormerPNGDataModule(L.LightningDataModule):
+class ConvFormerPNGDataModule(CheckedDataModule, L.LightningDataModule):
     """ACDC / ISIC 2018 in the ConvFormer release's PNG layout (module docstring).
 
     Args:
@@ -350,32 +349,6 @@ class ConvFormerPNGDataModule(L.LightningDataModule):
                     files.setdefault(path, DataFile(path, ndim, list_path, content=content, size=size,
                                                     fold_labels=self.preset.fold_labels))
         return list(files.values())
-
-    def check_data(
-        self, stage: str | None = None, level: str | None = None, *, progress: bool | None = None,
-        workers: int | None = None, use_cache: bool = True, print_summary: bool | None = None,
-    ) -> CheckReport:
-        """Check every PNG ``stage`` reads (``None``: all) at ``level`` (default ``data_check``, else ``"full"``).
-
-        Raises one :class:`~datamodules.checks.DataCheckError` listing every broken file;
-        progress bar on rank 0, results cached (as :meth:`SynapseDataModule.check_data
-        <datamodules.synapse.SynapseDataModule.check_data>`).
-        """
-        root = self.resolve_root()
-        level = level or (self.data_check if self.data_check != "off" else "full")
-        trainer = getattr(self, "trainer", None)
-        if progress is None and trainer is not None:
-            progress = bool(trainer.is_global_zero and trainer.progress_bar_callback is not None)
-        elif progress is None:
-            progress = is_rank_zero()
-        cache_dir = self.synthetic.cache_dir if self.synthetic is not None and self.synthetic.cache_dir else None
-        files = self.data_files(stage, root)
-        report = check_files(files, level=level, num_classes=self.num_classes, root=root,
-                             cache_dir=cache_dir or default_cache_dir(), use_cache=use_cache, progress=progress,
-                             workers=workers)
-        if (progress if print_summary is None else print_summary) and files:
-            print(report.summary(), file=sys.stderr, flush=True)
-        return report
 
     # -- Lightning hooks -------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:

@@ -59,7 +59,6 @@ file the stage reads (``data_check``, :mod:`datamodules.checks`) and raises one
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -70,7 +69,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .checks import CheckReport, DataFile, check_files, is_rank_zero
+from .checked import CheckedDataModule
+from .checks import DataFile
 from .errors import DatasetError, describe_path
 from .files import check_listed_files, h5_volume_shape, listed_paths, load_h5_volume, load_npz_slice, read_list_file
 from .sampling import EpochShuffleSampler, loader_kwargs, resume_point
@@ -85,7 +85,7 @@ from .synapse_layout import (
     TRAIN_DIR,
     TRAIN_LIST,
 )
-from .synthetic import SyntheticSynapse, default_cache_dir
+from .synthetic import SyntheticSynapse
 from .transforms import ResizeBackend, item_seed, reseed, resize_transform, synapse_train_transform
 
 __all__ = [
@@ -218,7 +218,7 @@ def _case_name(path: Path) -> str:
 # ----------------------------------------------------------------------------- datamodule
 
 
-class SynapseDataModule(L.LightningDataModule):
+class SynapseDataModule(CheckedDataModule, L.LightningDataModule):
     """Synapse multi-organ CT, TransUNet release format (module docstring).
 
     Args:
@@ -398,35 +398,6 @@ class SynapseDataModule(L.LightningDataModule):
             files += [DataFile(p, 3, list_dir / TEST_LIST)
                       for p in listed_paths(root / TEST_DIR, names[:limit], H5_SUFFIX, _RELEASE)]
         return files
-
-    def check_data(
-        self, stage: str | None = None, level: str | None = None, *, progress: bool | None = None,
-        workers: int | None = None, use_cache: bool = True, print_summary: bool | None = None,
-    ) -> CheckReport:
-        """Check every file ``stage`` reads (``None``: all) at ``level`` (default ``data_check``, else ``"full"``).
-
-        Raises one :class:`~datamodules.checks.DataCheckError` listing every broken file.
-        The progress bar (stderr) shows on rank 0 only, and not when the attached
-        trainer has no progress bar; results are cached under the cache folder
-        (``$REPRO_CACHE_DIR``, or the synthetic set's ``cache_dir``) so unchanged files
-        are not read again. The one-line summary goes to stderr when ``print_summary``
-        (default: when the progress bar shows).
-        """
-        root = self.resolve_root()
-        level = level or (self.data_check if self.data_check != "off" else "full")
-        trainer = getattr(self, "trainer", None)
-        if progress is None and trainer is not None:
-            progress = bool(trainer.is_global_zero and trainer.progress_bar_callback is not None)
-        elif progress is None:
-            progress = is_rank_zero()
-        cache_dir = self.synthetic.cache_dir if self.synthetic is not None and self.synthetic.cache_dir else None
-        files = self.data_files(stage, root)
-        report = check_files(files, level=level, num_classes=self.num_classes, root=root,
-                             cache_dir=cache_dir or default_cache_dir(), use_cache=use_cache, progress=progress,
-                             workers=workers)
-        if (progress if print_summary is None else print_summary) and files:
-            print(report.summary(), file=sys.stderr, flush=True)
-        return report
 
     # -- Lightning hooks -------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
