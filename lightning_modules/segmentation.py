@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
@@ -26,15 +25,15 @@ from lightning_modules.distributed import gather_cases
 from lightning_modules.inference import predict_volume_slicewise
 from lightning_modules.losses import CEDiceLoss
 from lightning_modules.metrics import MetricReport, per_class_case_metrics, summarize_cases, transunet_report
-from lightning_modules.pretrained import load_pretrained_weights
 from lightning_modules.schedules import ScheduleName, build_schedule, report_effective_batch
+from lightning_modules.segmentation_base import SegmentationTask
 
 
 def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-4)
 
 
-class SegmentationModule(L.LightningModule):
+class SegmentationModule(SegmentationTask):
     """Wraps a segmentation network ``net: (B, C_in, H, W) → (B, num_classes, H, W)``.
 
     Args:
@@ -59,12 +58,6 @@ class SegmentationModule(L.LightningModule):
     The net's ``num_classes`` and ``img_size`` are linked from this module's
     ``num_classes`` and the datamodule's ``img_size`` (:attr:`cli_links`).
     """
-
-    #: Arguments LightningCLI links for this task (see :mod:`lightning_modules.cli`).
-    cli_links = (
-        ("model.init_args.num_classes", "model.init_args.net.init_args.num_classes"),
-        ("data.init_args.img_size", "model.init_args.net.init_args.img_size"),
-    )
 
     def __init__(
         self,
@@ -93,36 +86,7 @@ class SegmentationModule(L.LightningModule):
         self._test_cases: dict[str, np.ndarray] = {}
         self.test_report: MetricReport | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
     # ------------------------------------------------------------------ training
-    def configure_model(self) -> None:
-        if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile(mode=self.hparams.compile_mode)
-            self._compiled = True
-
-    def on_fit_start(self) -> None:
-        # The net's pretrained file (e.g. ImageNet CSWin-T) initialises a fit from scratch only;
-        # test/validate/predict and resumed fits take every weight from the Lightning checkpoint.
-        # Not in setup(): Lightning fills trainer.ckpt_path only after setup, when it restores.
-        load_pretrained_weights(self.net, self.trainer, "fit")
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
-        loss, parts = self.loss.forward_with_parts(logits, batch["label"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
-        for name, value in parts.items():
-            self.log(f"train/{name}", value, batch_size=len(logits))
-        return loss
-
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        data_classes = getattr(datamodule, "num_classes", None)
-        if data_classes is not None and int(data_classes) != self.num_classes:
-            raise ValueError(f"model.init_args.num_classes={self.num_classes} but the data set "
-                             f"{type(datamodule).__name__} has {data_classes} classes (background included)")
-
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.parameters())
         batch_size = getattr(self.trainer.datamodule, "batch_size", None) if self.trainer else None

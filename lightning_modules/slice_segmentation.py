@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.cli import OptimizerCallable
@@ -31,8 +30,8 @@ from lightning_modules.metrics import (
     normalize_eval_mode,
     patient_id,
 )
-from lightning_modules.pretrained import load_pretrained_weights
 from lightning_modules.schedules import ScheduleName, build_schedule, report_effective_batch
+from lightning_modules.segmentation_base import SegmentationTask
 from lightning_modules.visualize import display_image
 
 __all__ = ["SliceSegmentationModule"]
@@ -42,7 +41,7 @@ def _default_optimizer(params) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-4, weight_decay=1e-5)
 
 
-class SliceSegmentationModule(L.LightningModule):
+class SliceSegmentationModule(SegmentationTask):
     """Wraps a 2-D network ``net: (B, C_in, H, W) → (B, num_classes, H, W)`` for image-level segmentation.
 
     Args:
@@ -74,12 +73,6 @@ class SliceSegmentationModule(L.LightningModule):
     and the datamodule's ``img_size`` (:attr:`cli_links`).
     """
 
-    #: Arguments LightningCLI links for this task (see :mod:`lightning_modules.cli`).
-    cli_links = (
-        ("model.init_args.num_classes", "model.init_args.net.init_args.num_classes"),
-        ("data.init_args.img_size", "model.init_args.net.init_args.img_size"),
-    )
-
     def __init__(
         self,
         net: nn.Module,
@@ -102,37 +95,14 @@ class SliceSegmentationModule(L.LightningModule):
         self._records: dict[str, dict[str, Any]] = {}
         self.test_report: MetricReport | None = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
     # ------------------------------------------------------------------ set-up and training
-    def configure_model(self) -> None:
-        if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile(mode=self.hparams.compile_mode)
-            self._compiled = True
-
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        data_classes = getattr(datamodule, "num_classes", None)
-        if data_classes is not None and int(data_classes) != self.num_classes:
-            raise ValueError(f"model.init_args.num_classes={self.num_classes} but the data set "
-                             f"{type(datamodule).__name__} has {data_classes} classes (background included)")
+        datamodule = self.check_num_classes()
         if self.hparams.eval_mode is None:
             mode = getattr(datamodule, "eval_mode", None)
             if mode is None:
                 raise ValueError("set model.init_args.eval_mode ('patient' or 'image'): the datamodule has none")
             self.eval_mode = normalize_eval_mode(mode)
-
-    def on_fit_start(self) -> None:
-        load_pretrained_weights(self.net, self.trainer, "fit")  # from scratch only, as SegmentationModule
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        logits = self(batch["image"])
-        loss, parts = self.loss.forward_with_parts(logits, batch["label"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
-        for name, value in parts.items():
-            self.log(f"train/{name}", value, batch_size=len(logits))
-        return loss
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(self.parameters())
