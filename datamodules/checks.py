@@ -15,7 +15,10 @@ and ``label`` of equal shape and the rank given per file (:class:`DataFile`: 2 f
 slice, 3 for a volume), or PNG files holding one image or one label each (the
 ConvFormer release's ``img/`` and ``label/`` folders; :class:`DataFile` gives the
 channels through ``ndim``, 2 for grayscale and 3 for RGB, the expected ``size`` and
-whether label values above 1 mean 1, ``fold_labels``). Two levels:
+whether label values above 1 mean 1, ``fold_labels``), or photos in class folders
+(ImageNet's ``<root>/train/<wnid>/*.JPEG``; :class:`DataFile` ``content="class_image"``):
+a JPEG or PNG of any size and colour mode, told apart by its first bytes, not its name
+(:mod:`datamodules.image_headers`). Two levels:
 
 ``fast``
     the file exists, is not empty, and its headers say the right thing, without
@@ -25,11 +28,15 @@ whether label values above 1 mean 1, ``fold_labels``). Two levels:
     shapes, dtypes and (contiguous layout) storage inside the file. A PNG starts with
     the PNG signature, its IHDR header gives 8 bits per sample, the expected colour
     type (grayscale, RGB) and size, and it ends with its IEND chunk (not truncated).
+    A class-folder image is a JPEG (SOI, a frame header with its size, an EOI marker
+    near the end) or a PNG (signature, valid IHDR, IEND), of positive size.
 ``full``
     ``fast``, then every array is read (HDF5 volumes in slabs of slices, zip CRCs
     verified): finite float image, integer-valued label in ``0..num_classes-1``. A
     PNG is decoded (OpenCV); a label PNG has values in ``0..num_classes-1`` unless
-    ``fold_labels`` (then every value is valid: values above 1 count as 1).
+    ``fold_labels`` (then every value is valid: values above 1 count as 1). A
+    class-folder image is decoded by PIL (what the loader uses) and converted to RGB;
+    its decoded size must be its header's.
 
 Results are cached per file under ``<cache dir>/data_checks/<hash of the data root>.json``
 (cache dir: :func:`datamodules.synthetic.default_cache_dir`, i.e. ``$REPRO_CACHE_DIR``
@@ -87,6 +94,7 @@ RACY_SECONDS = 2.0
 SLAB_BYTES = 64 << 20
 _KEYS = ("image", "label")
 _H5_SUFFIXES = (".h5", ".hdf5")
+_CLASS_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 # ----------------------------------------------------------------------------- results
@@ -107,17 +115,23 @@ class DataFile:
     path: Path
     ndim: int
     listed_in: Path | None = None
-    content: Literal["image+label", "image", "label"] = "image+label"
+    content: Literal["image+label", "image", "label", "class_image"] = "image+label"
     size: tuple[int, int] | None = None
     fold_labels: bool = False
 
     def __post_init__(self) -> None:
-        if self.path.name.lower().endswith(".png") and self.content not in ("image", "label"):
+        if self.content == "class_image":
+            if not self.path.name.lower().endswith(_CLASS_IMAGE_SUFFIXES):
+                raise ValueError(f"{self.path}: a class-folder image must be named *.jpg, *.jpeg or *.png "
+                                 "(any case)")
+        elif self.path.name.lower().endswith(".png") and self.content not in ("image", "label"):
             raise ValueError(f"{self.path}: a PNG holds one array: content must be 'image' or 'label', "
                              f"got {self.content!r}")
 
     @property
     def format(self) -> str:
+        if self.content == "class_image":
+            return "class_image"
         name = self.path.name.lower()
         if name.endswith(".npz"):
             return "npz"
@@ -129,6 +143,8 @@ class DataFile:
 
     def expectation(self) -> str | None:
         """What a PNG must be beyond ``ndim`` (part of its cache key); ``None`` for array files."""
+        if self.format == "class_image":
+            return "class_image"
         if self.format != "png":
             return None
         size = "any" if self.size is None else f"{self.size[0]}x{self.size[1]}"
@@ -235,6 +251,8 @@ def check_file(file: DataFile, level: str = "full", num_classes: int = 9) -> lis
             return _check_npz(file, st.st_size, level, num_classes)
         if file.format == "png":
             return _check_png(file, st.st_size, level, num_classes)
+        if file.format == "class_image":
+            return _check_class_image(file, level)
         return _check_h5(file, st.st_size, level, num_classes)
     except Exception as err:  # a reader failing in a way not foreseen below is still a broken file
         return [FileProblem(path, f"a readable {_FORMAT_NAMES[file.format]}", f"{type(err).__name__}: {err}")]
@@ -244,6 +262,7 @@ _FORMAT_NAMES = {
     "npz": "NumPy .npz archive (zip) with arrays 'image' and 'label'",
     "h5": "HDF5 file with datasets 'image' and 'label'",
     "png": "PNG file",
+    "class_image": "JPEG or PNG image",
 }
 
 
@@ -501,6 +520,40 @@ def _check_png(file: DataFile, size: int, level: str, num_classes: int) -> list[
         values = _Values(path, num_classes)
         values.add(np.empty(0, np.float32), array)
         return values.problems()
+    return []
+
+
+def _check_class_image(file: DataFile, level: str) -> list[FileProblem]:
+    """A photo in a class folder: JPEG/PNG header (size, complete); ``full``: PIL decodes it to RGB."""
+    from .image_headers import ImageHeaderError, read_image_header
+
+    path = file.path
+    try:
+        header = read_image_header(path)
+    except ImageHeaderError as err:
+        return [FileProblem(path, err.expected, err.found)]
+    name = header.format.upper()
+    if not header.complete:
+        end = "its EOI marker (FF D9)" if header.format == "jpeg" else "its IEND chunk"
+        return [FileProblem(path, f"a complete {name} file ending with {end}",
+                            f"a file of {path.stat().st_size} bytes without it (truncated?)")]
+    if level == "fast":
+        return []
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF and decompression-bomb warnings: not our concern here
+            with Image.open(path) as image:
+                image.load()
+                rgb = image.convert("RGB")
+    except Exception as err:
+        return [FileProblem(path, f"{name} data that PIL decodes", f"{type(err).__name__}: {err}")]
+    if rgb.size != (header.width, header.height):
+        return [FileProblem(path, f"decoded pixels of {header.width}x{header.height} (W x H, as its header says)",
+                            f"{rgb.size[0]}x{rgb.size[1]}")]
     return []
 
 
