@@ -25,7 +25,8 @@ COUNTING_MODES = ("per_forward", "global_step")
 class RepBN(nn.Module):
     """``RepBN(x) = BatchNorm1d(C)(x) + α·x`` with one learnable scalar ``α`` (initialised 1).
 
-    ``x``: ``(B, N, C)`` tokens (statistics over B × N) or ``(B, C)``; output has x's shape.
+    ``x``: ``(B, N, C)`` tokens (statistics over B × N), a channels-last map ``(B, H, W, C)``
+    (statistics over B × H × W, as on its H·W tokens) or ``(B, C)``; output has x's shape.
     State-dict keys are the release's: ``alpha`` (shape ``[1]``), ``bn.*``.
     """
 
@@ -38,8 +39,10 @@ class RepBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             return self.bn(x) + self.alpha * x
+        if x.dim() > 3:  # channels-last map (B, ..., C): the same norm on its flattened tokens
+            return self.forward(x.reshape(x.shape[0], -1, x.shape[-1])).reshape(x.shape)
         if x.dim() != 3:
-            raise ValueError(f"RepBN expects (B, N, C) or (B, C), got shape {tuple(x.shape)}")
+            raise ValueError(f"RepBN expects (B, N, C), (B, ..., C) or (B, C), got shape {tuple(x.shape)}")
         return self.bn(x.transpose(1, 2)).transpose(1, 2) + self.alpha * x
 
 
