@@ -31,3 +31,13 @@ __all__ += [
     "ensure_synthetic_png",
     "write_synthetic_png",
 ]
+
+from .imagenet import ImageNetDataModule  # noqa: E402
+from .synthetic_folders import SyntheticFolders, ensure_synthetic_folders, write_synthetic_folders  # noqa: E402
+
+__all__ += [
+    "ImageNetDataModule",
+    "SyntheticFolders",
+    "ensure_synthetic_folders",
+    "write_synthetic_folders",
+]

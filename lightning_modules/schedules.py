@@ -20,15 +20,19 @@ iterations); the last step (k = T − 1) runs at ``base · (2/T) ** 0.9``, never
   release from step 1 on (the plain formula in a ``LambdaLR``; this project's schedule
   before the release's sequence was followed).
 * ``"constant"``: the base LR throughout.
+
+Linear warm-up + cosine decay of the Swin codebase (SLAB's classification recipes) is
+:func:`warmup_cosine_factor` / :func:`build_warmup_cosine`.
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["ScheduleName", "build_schedule", "poly_factor"]
+__all__ = ["ScheduleName", "build_schedule", "build_warmup_cosine", "poly_factor", "warmup_cosine_factor"]
 
 ScheduleName = Literal["poly", "poly_shifted", "constant"]
 
@@ -69,3 +73,32 @@ def report_effective_batch(module, optimizer: torch.optim.Optimizer, total_steps
     rank_zero_info(f"effective batch {effective} = {batch_size} per device × {trainer.world_size} "
                    f"process(es) × {trainer.accumulate_grad_batches} accumulated; base LR "
                    f"{optimizer.param_groups[0]['lr']:g}; {total_steps} optimizer steps")
+
+
+def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, warmup_ratio: float, min_ratio: float,
+                         lag: bool = True) -> float:
+    """LR factor (of the base LR) of optimizer step ``step`` in linear warm-up + cosine decay (timm, Swin codebase).
+
+    timm's ``CosineLRScheduler(t_initial=T − W, warmup_t=W, warmup_lr_init=base·warmup_ratio,
+    lr_min=base·min_ratio, warmup_prefix=True, t_in_epochs=False)`` at update ``t``:
+    ``w + (1 − w)·t/W`` for ``t < W``, then ``m + ½(1 − m)(1 + cos(π (t − W)/(T − W)))``,
+    ``m`` once ``t ≥ T``. ``lag=True``: the Swin training loop sets the LR of update ``t``
+    after optimizer step ``t``, so steps 0 and 1 both run at ``t = 0`` and step k ≥ 1 at
+    ``t = k − 1`` (as :func:`poly_factor`'s ``official_lag``).
+    """
+    t = max(step - 1, 0) if lag else step
+    if t < warmup_steps:
+        return warmup_ratio + (1.0 - warmup_ratio) * t / warmup_steps
+    decay_steps = total_steps - warmup_steps
+    if decay_steps <= 0 or t >= total_steps:
+        return min_ratio
+    return min_ratio + 0.5 * (1.0 - min_ratio) * (1.0 + math.cos(math.pi * (t - warmup_steps) / decay_steps))
+
+
+def build_warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, warmup_ratio: float,
+                        min_ratio: float, lag: bool = True) -> LambdaLR:
+    """A per-step ``LambdaLR`` of :func:`warmup_cosine_factor` (factors of each group's current LR)."""
+    if total_steps < 1 or warmup_steps < 0:
+        raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, got {total_steps}, {warmup_steps}")
+    return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, total_steps, warmup_steps, warmup_ratio,
+                                                                 min_ratio, lag))
