@@ -9,18 +9,18 @@ project's CSWin layers; the few parts timm cannot express are written in
 Registered under the release's names (224², 1000 classes; parameter counts equal the
 release's exactly, checked against the conformance manifests):
 
-=================  =======================================  ============  ==========
-name               network                                  norm (T)      params
-=================  =======================================  ============  ==========
-deit_t_prepbn      DeiT-T, softmax, class token             RepBN         5,717,441
-deit_s_prepbn      DeiT-S, softmax, class token             PRepBN 300k   22,069,889
-slab_deit_t        DeiT-T, SLA, avg pool (unused cls_token) PRepBN 60k    6,198,401
-slab_deit_s        DeiT-S, SLA, avg pool (unused cls_token) PRepBN 60k    22,992,641
-swin_t_prepbn      Swin-T, window 7                         RepBN         28,288,383
-slab_swin_t        Swin-T, LLSS (SLA global / softmax 7)    PRepBN 60k    29,216,605
-slab_swin_s        Swin-S, LLSS                             PRepBN 60k    50,552,965
-slab_cswin_t       CSWin-T 64 [2,4,18,1], LLSS              PRepBN 120k   21,227,807
-=================  =======================================  ============  ==========
+=============  =======================================  ===========  ==========
+name           network                                  norm (T)     params
+=============  =======================================  ===========  ==========
+deit_t_prepbn  DeiT-T, softmax, class token             RepBN        5,717,441
+deit_s_prepbn  DeiT-S, softmax, class token             PRepBN 300k  22,069,889
+slab_deit_t    DeiT-T, SLA, avg pool, unused cls_token  PRepBN 60k   6,198,401
+slab_deit_s    DeiT-S, SLA, avg pool, unused cls_token  PRepBN 60k   22,992,641
+swin_t_prepbn  Swin-T, window 7                         RepBN        28,288,383
+slab_swin_t    Swin-T, LLSS (SLA global / softmax 7)    PRepBN 60k   29,216,605
+slab_swin_s    Swin-S, LLSS                             PRepBN 60k   50,552,965
+slab_cswin_t   CSWin-T 64 [2,4,18,1], LLSS              PRepBN 120k  21,227,807
+=============  =======================================  ===========  ==========
 
 Faithful details: RepBN α = 1 and SLA positional term P = 0 at init; LN eps 1e-6 in the DeiT
 family, 1e-5 in Swin/CSWin; the released drop-path rates (DeiT 0, Swin-T-PRepBN 0.1,
