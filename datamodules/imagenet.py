@@ -267,7 +267,7 @@ class ImageNetDataModule(CheckedDataModule, L.LightningDataModule):
             raise ValueError("give either data_dir (the real data) or synthetic (a generated stand-in), not both")
         if data_check not in ("off", "fast", "full"):
             raise ValueError(f"data_check must be 'off', 'fast' or 'full', got {data_check!r}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["num_classes"])  # the task's num_classes is the one logged
         self.data_dir, self.img_size, self.batch_size = data_dir, int(img_size), int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers, self.seed, self.augment = int(num_workers), int(seed), bool(augment)

@@ -140,6 +140,7 @@ class ClassificationModule(L.LightningModule):
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.net, decay=ema_decay)
+            self.ema.requires_grad_(False)  # not trained (and no unused parameters under DDP)
         self._ema_step = -1
         self._records: dict[str, dict[str, Any]] = {}
         self.test_report: MetricReport | None = None
