@@ -164,6 +164,25 @@ def test_errors(folders, tmp_path):
         module.training_step(odd, 0)
 
 
+def test_smoke_recipe_fits_and_tests_the_slab_net(tmp_path):
+    """deit_t.yaml + the synthetic and smoke layers: SLAB-DeiT (SLA, PRepBN), γ schedule, BN recalibration."""
+    from tests.training.helpers import CONFIGS, make_cli
+
+    files = [CONFIGS / "slab" / "deit_t.yaml", CONFIGS / "_base_" / "synthetic_imagenet.yaml",
+             CONFIGS / "slab" / "smoke.yaml"]
+    synthetic = {"num_classes": 10, "train_per_class": 4, "val_per_class": 1, "size": None, "seed": 0,
+                 "cache_dir": str(tmp_path / "cache")}
+    cli = make_cli(tmp_path, files, **{"data.init_args.synthetic": synthetic})
+    assert type(cli.model.net).__name__ == "SLABVisionTransformer" and cli.model.net.img_size == 32
+    assert cli.trainer.gradient_clip_val == 5.0 and cli.datamodule.data_check == "fast"
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 4  # 40 images, batch 16 (last incomplete batch dropped), 2 epochs
+    cli.trainer.test(cli.model, datamodule=cli.datamodule)
+    report = cli.model.test_report
+    assert set(report.metrics) == {"test/top1", "test/top5"} and len(report.cases) == 10
+    assert report.meta["data_kind"] == "synthetic" and report.meta["num_classes"] == 10
+
+
 # ------------------------------------------------------------------ exact on 1 and 2 processes
 def _script(out: Path, devices: int, root: Path) -> None:
     L.seed_everything(0)  # the same untrained weights on every process
