@@ -12,7 +12,7 @@ Gradient clipping (5.0, norm) is the trainer's ``gradient_clip_val``.
 Mixup is applied here, in ``training_step``, not in the datamodule: it needs the class
 count and belongs with the loss (soft targets), acts on whole batches on the device, and
 leaves the datamodule's hard labels for evaluation and other tasks. Its draws use NumPy's
-global RNG, seeded per batch from ``(data seed, epoch, batch index, rank)`` and restored
+global RNG, seeded per batch from ``(data seed, batches started, rank)`` and restored
 afterwards, so they do not depend on anything else the run draws and a resumed run replays them.
 
 EMA (``ema=True``): timm's ``ModelEmaV3`` (decay 0.9999, no warm-up, as the release's
@@ -200,9 +200,7 @@ class ClassificationModule(L.LightningModule):
             if len(images) % 2:
                 raise ValueError(f"Mixup needs an even batch, got {len(images)} images (the ImageNet datamodule "
                                  "drops the last incomplete batch; use an even batch_size)")
-            seed = int(getattr(self.trainer.datamodule, "seed", 0) or 0) if self._trainer is not None else 0
-            rank = self.global_rank if self._trainer is not None else 0
-            with isolated_rng(item_seed(seed, self.current_epoch, batch_idx, rank)):
+            with isolated_rng(self._mixup_seed(batch_idx)):
                 images, targets = self.mixup_fn(images, labels)
             logits = self(images)
             loss = torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()  # SoftTargetCE
@@ -211,6 +209,14 @@ class ClassificationModule(L.LightningModule):
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
         return loss
+
+    def _mixup_seed(self, batch_idx: int) -> int:
+        """``item_seed(data seed, batches started so far, rank)``: unique per batch, replayed on resume."""
+        if self._trainer is None:
+            return item_seed(0, batch_idx, 0)
+        seed = int(getattr(self.trainer.datamodule, "seed", 0) or 0)
+        started = self.trainer.fit_loop.epoch_loop.batch_progress.total.ready  # restored from checkpoints
+        return item_seed(seed, started, self.global_rank)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None and self.global_step != self._ema_step:  # once per optimizer step

@@ -130,6 +130,18 @@ def test_fit_follows_the_scaled_schedule(folders, tmp_path):
     assert type(trainer.optimizers[0]) is torch.optim.AdamW and groups[0]["betas"] == (0.9, 0.999)
 
 
+def test_fits_are_reproducible_for_any_num_workers(folders, tmp_path):
+    """Augmentation per (seed, epoch, index) and Mixup per (seed, batch count, rank): equal weights."""
+    weights = []
+    for workers in (0, 1):
+        L.seed_everything(0)
+        module = ClassificationModule(tiny_vit(), num_classes=3, warmup_epochs=0)
+        _trainer(tmp_path, f"w{workers}", max_epochs=1, limit_val_batches=0).fit(
+            module, datamodule=_data(folders, num_workers=workers))
+        weights.append(module.net.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_weight_decay_groups_follow_the_release():
     net = tiny_vit()
     decay, no_decay = (group["params"] for group in weight_decay_groups(net))
