@@ -119,19 +119,21 @@ def input_size_for(net: nn.Module) -> tuple[int, ...] | None:
     """The input size (no batch dimension) at which to measure ``net``; ``None`` if unregistered.
 
     Channels and rank come from the registry entry whose builder returns
-    ``type(net)`` (a paper entry before its ``*_test`` one); the spatial size is the
-    net's own ``img_size`` when it has one (an int for every axis, or a tuple), so a
-    network configured for 128² is measured at 128².
+    ``type(net)`` (a paper entry before its ``*_test`` one), the channels from the net's
+    own ``in_channels`` / ``in_chans`` when it has one (a 3-channel ISIC configuration of a
+    gray entry); the spatial size is the net's own ``img_size`` when it has one (an int
+    for every axis, or a tuple), so a network configured for 128² is measured at 128².
     """
     _ensure_populated()
     matches = [info for info in _REGISTRY.values() if info.module_class is type(net)]
     if not matches:
         return None
     info = sorted(matches, key=lambda i: (i.is_test_model, i.name))[0]
+    channels = getattr(net, "in_channels", None) or getattr(net, "in_chans", None) or info.input_size[0]
     size = getattr(net, "img_size", None)
     if size is None:
-        return info.input_size
+        return (int(channels), *info.input_size[1:])
     spatial = (int(size),) * info.spatial_dims if isinstance(size, int) else tuple(int(v) for v in size)
     if len(spatial) != info.spatial_dims:
         raise ValueError(f"{type(net).__name__}.img_size={size!r} does not have {info.spatial_dims} spatial dims")
-    return (info.input_size[0], *spatial)
+    return (int(channels), *spatial)

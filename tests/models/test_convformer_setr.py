@@ -42,6 +42,7 @@ def test_registry_entries():
     assert {"setr", "setr_reattention", "setr_layerscale", "setr_refiner", "setr_convformer",
             "convformer_setr_test"} <= set(list_models(paper="convformer"))
     assert input_size_for(SETR(img_size=64, **TINY)) == (1, 64, 64)
+    assert input_size_for(SETR(img_size=64, in_channels=3, **TINY)) == (3, 64, 64)  # an RGB (ISIC) configuration
 
 
 @pytest.mark.parametrize("attention", ["vanilla", "reattention", "layerscale", "refiner", "convformer"])
