@@ -41,7 +41,6 @@ reader checks again.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +53,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checked import CheckedDataModule
 from .checks import DataFile
-from .errors import DatasetError, describe_path
+from .errors import DatasetError, describe_path, resolve_data_root
 from .files import listed_paths, read_list_file
 from .png_layout import (
     IMG_DIR,
@@ -277,18 +276,7 @@ class ConvFormerPNGDataModule(CheckedDataModule, L.LightningDataModule):
             return self.synthetic.ensure(self.dataset, self.img_size)
         env, title = self.preset.env_var, self.preset.title
         expect = f"a folder containing {IMG_DIR}/, {LABEL_DIR}/ and {LIST_DIR}/ (the ConvFormer {title} layout)"
-        if self.data_dir is not None:
-            root, source = Path(self.data_dir).expanduser(), "the data_dir argument"
-        else:
-            value = os.environ.get(env, "").strip()
-            if not value:
-                raise DatasetError(f"No {title} data root: data_dir was not given and the environment variable "
-                                   f"{env} is not set; expected {expect}")
-            root, source = Path(value).expanduser(), f"the environment variable {env}"
-        if not root.is_dir():
-            found = "is a file" if root.exists() else "does not exist"
-            raise DatasetError(f"{describe_path(root)}: {title} data root (from {source}) {found}; expected {expect}")
-        return root
+        return resolve_data_root(self.data_dir, env, title, expect)
 
     def read_split(self, root: Path, split: str, *, eval_ids: bool = False) -> list[str]:
         """The ids of ``MainPatient/<split>.txt``; patient-level eval lists must start with 4 digits."""

@@ -58,3 +58,20 @@ def _original_message(error: DatasetError) -> str:
         if marker in message:
             return message.rsplit(marker, 1)[1].strip()
     return message
+
+
+def resolve_data_root(data_dir, env_var: str, title: str, expect: str) -> Path:
+    """The data root from ``data_dir``, else ``$env_var``; a ``DatasetError`` saying which was
+    missing or what the path is when it is not a folder. ``expect`` describes the layout."""
+    if data_dir is not None:
+        root, source = Path(data_dir).expanduser(), "the data_dir argument"
+    else:
+        value = os.environ.get(env_var, "").strip()
+        if not value:
+            raise DatasetError(f"No {title} data root: data_dir was not given and the environment variable "
+                               f"{env_var} is not set; expected {expect}")
+        root, source = Path(value).expanduser(), f"the environment variable {env_var}"
+    if not root.is_dir():
+        found = "is a file" if root.exists() else "does not exist"
+        raise DatasetError(f"{describe_path(root)}: {title} data root (from {source}) {found}; expected {expect}")
+    return root

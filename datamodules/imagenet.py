@@ -57,7 +57,7 @@ from torchvision import transforms as T
 
 from .checked import CheckedDataModule
 from .checks import DataFile
-from .errors import DatasetError, describe_path
+from .errors import DatasetError, describe_path, resolve_data_root
 from .sampling import EpochShuffleSampler, loader_kwargs, resume_point
 from .synthetic_folders import SyntheticFolders
 from .transforms import item_seed
@@ -312,18 +312,7 @@ class ImageNetDataModule(CheckedDataModule, L.LightningDataModule):
         if self.synthetic is not None:
             return self.synthetic.ensure(self.img_size)
         expect = "a folder containing train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ImageNet class folders)"
-        if self.data_dir is not None:
-            root, source = Path(self.data_dir).expanduser(), "the data_dir argument"
-        else:
-            value = os.environ.get(ENV_VAR, "").strip()
-            if not value:
-                raise DatasetError(f"No ImageNet data root: data_dir was not given and the environment variable "
-                                   f"{ENV_VAR} is not set; expected {expect}")
-            root, source = Path(value).expanduser(), f"the environment variable {ENV_VAR}"
-        if not root.is_dir():
-            found = "is a file" if root.exists() else "does not exist"
-            raise DatasetError(f"{describe_path(root)}: ImageNet data root (from {source}) {found}; expected {expect}")
-        return root
+        return resolve_data_root(self.data_dir, ENV_VAR, "ImageNet", expect)
 
     def samples(self, split: str) -> list[tuple[Path, int]]:
         """``[(path, class index)]`` of ``"train"``, ``"val"`` or ``"test"`` (scanned once)."""

@@ -58,7 +58,6 @@ file the stage reads (``data_check``, :mod:`datamodules.checks`) and raises one
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -71,7 +70,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .checked import CheckedDataModule
 from .checks import DataFile
-from .errors import DatasetError, describe_path
+from .errors import DatasetError, describe_path, resolve_data_root
 from .files import check_listed_files, h5_volume_shape, listed_paths, load_h5_volume, load_npz_slice, read_list_file
 from .sampling import EpochShuffleSampler, loader_kwargs, resume_point
 from .synapse_layout import (
@@ -332,24 +331,8 @@ class SynapseDataModule(CheckedDataModule, L.LightningDataModule):
         """The data root, checked to exist (synthetic stand-in, else argument, else the environment variable)."""
         if self.synthetic is not None:
             return self.synthetic.ensure()
-        if self.data_dir is not None:
-            root, source = Path(self.data_dir).expanduser(), "the data_dir argument"
-        else:
-            value = os.environ.get(self.env_var, "").strip()
-            if not value:
-                raise DatasetError(
-                    f"No Synapse data root: data_dir was not given and the environment variable {self.env_var} "
-                    f"is not set; expected a folder containing {TRAIN_DIR}/ and {TEST_DIR}/ "
-                    f"(and {LIST_DIR}/) from the TransUNet release"
-                )
-            root, source = Path(value).expanduser(), f"the environment variable {self.env_var}"
-        if not root.is_dir():
-            found = "is a file" if root.exists() else "does not exist"
-            raise DatasetError(
-                f"{describe_path(root)}: Synapse data root (from {source}) {found}; expected a folder "
-                f"containing {TRAIN_DIR}/ and {TEST_DIR}/ from the TransUNet release"
-            )
-        return root
+        expect = (f"a folder containing {TRAIN_DIR}/ and {TEST_DIR}/ (and {LIST_DIR}/) from the TransUNet release")
+        return resolve_data_root(self.data_dir, self.env_var, "Synapse", expect)
 
     def resolve_list_dir(self, root: Path) -> Path:
         return Path(self.list_dir).expanduser() if self.list_dir is not None else root / LIST_DIR
