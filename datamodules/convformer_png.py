@@ -55,6 +55,7 @@ from .checked import CheckedDataModule
 from .checks import DataFile
 from .errors import DatasetError, describe_path, resolve_data_root
 from .files import listed_paths, read_list_file
+from .loading import SeededLoaders
 from .png_layout import (
     IMG_DIR,
     LABEL_DIR,
@@ -65,7 +66,6 @@ from .png_layout import (
     load_png_pair,
     patient_of,
 )
-from .sampling import EpochShuffleSampler, loader_kwargs, resume_point
 from .synthetic_png import SyntheticPNG
 from .transforms import convformer_train_transform, item_seed, reseed
 
@@ -141,7 +141,7 @@ class PNGEvalDataset(_PNGPairs):
         return {"image": image, "label": label, "case": case, "patient": patient_of(case, self.eval_mode)}
 
 
-class ConvFormerPNGDataModule(CheckedDataModule, L.LightningDataModule):
+class ConvFormerPNGDataModule(SeededLoaders, CheckedDataModule, L.LightningDataModule):
     """ACDC / ISIC 2018 in the ConvFormer release's PNG layout (module docstring).
 
     Args:
@@ -356,25 +356,6 @@ class ConvFormerPNGDataModule(CheckedDataModule, L.LightningDataModule):
             self.val_dataset = PNGEvalDataset(root, splits["val"][1], eval_mode=self.eval_mode, **common)
         if stage in (None, "test", "predict"):
             self.test_dataset = PNGEvalDataset(root, splits["test"][1], eval_mode=self.eval_mode, **common)
-
-    def _require(self, dataset: Dataset | None, stage: str) -> Dataset:
-        if dataset is None:
-            self.setup(stage)
-            dataset = {"fit": self.train_dataset, "validate": self.val_dataset, "test": self.test_dataset}[stage]
-        assert dataset is not None
-        return dataset
-
-    def _loader(self, dataset: Dataset, batch_size: int, **order: Any) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, drop_last=False, **order,
-                          **loader_kwargs(self.seed, self.num_workers))
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled per ``(seed, epoch)``, last batch kept; a run resumed inside an epoch skips its trained batches."""
-        dataset = self._require(self.train_dataset, "fit")
-        epoch, batches_done = resume_point(getattr(self, "trainer", None))
-        sampler = EpochShuffleSampler(len(dataset), seed=self.seed, epoch=epoch, dataset=dataset,
-                                      skip=batches_done * self.batch_size)
-        return self._loader(dataset, self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         """The model-selection split (:attr:`selection_note`), in list order."""

@@ -58,7 +58,7 @@ from torchvision import transforms as T
 from .checked import CheckedDataModule
 from .checks import DataFile
 from .errors import DatasetError, describe_path, resolve_data_root
-from .sampling import EpochShuffleSampler, loader_kwargs, resume_point
+from .loading import SeededLoaders
 from .synthetic_folders import SyntheticFolders
 from .transforms import item_seed
 
@@ -211,7 +211,7 @@ class ClassFolderEvalDataset(_ClassFolderImages):
                 "case": path.relative_to(self.root).as_posix()}
 
 
-class ImageNetDataModule(CheckedDataModule, L.LightningDataModule):
+class ImageNetDataModule(SeededLoaders, CheckedDataModule, L.LightningDataModule):
     """ImageNet-1K class folders (module docstring).
 
     Args:
@@ -231,6 +231,9 @@ class ImageNetDataModule(CheckedDataModule, L.LightningDataModule):
             (:class:`~datamodules.synthetic_folders.SyntheticFolders`).
         data_check: ``"fast"`` (headers), ``"full"`` (decode every image) or ``"off"``.
     """
+
+    drop_last_train = True  # the release drops the last incomplete batch (timm's Mixup needs even batches)
+
 
     def __init__(
         self,
@@ -350,13 +353,6 @@ class ImageNetDataModule(CheckedDataModule, L.LightningDataModule):
         if "test" in splits:
             self.test_dataset = ClassFolderEvalDataset(root, self.samples("test"), evaluation)
 
-    def _require(self, dataset: Dataset | None, stage: str) -> Dataset:
-        if dataset is None:
-            self.setup(stage)
-            dataset = {"fit": self.train_dataset, "validate": self.val_dataset, "test": self.test_dataset}[stage]
-        assert dataset is not None
-        return dataset
-
     def train_dataloader(self) -> DataLoader:
         """Shuffled per ``(seed, epoch)``, the last incomplete batch dropped; resumes skip trained batches."""
         dataset = self._require(self.train_dataset, "fit")
@@ -364,15 +360,10 @@ class ImageNetDataModule(CheckedDataModule, L.LightningDataModule):
             raise DatasetError(f"{describe_path(dataset.root / self.splits['train'])}: {len(dataset)} training "
                                f"images, fewer than one batch of {self.batch_size} (the last incomplete batch "
                                "is dropped); lower data.init_args.batch_size")
-        epoch, batches_done = resume_point(getattr(self, "trainer", None))
-        sampler = EpochShuffleSampler(len(dataset), seed=self.seed, epoch=epoch, dataset=dataset,
-                                      skip=batches_done * self.batch_size)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          **loader_kwargs(self.seed, self.num_workers))
+        return self._train_loader(dataset)
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, drop_last=False,
-                          **loader_kwargs(self.seed, self.num_workers))
+        return self._loader(dataset, self.eval_batch_size, shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self._require(self.val_dataset, "validate"))

@@ -72,7 +72,7 @@ from .checked import CheckedDataModule
 from .checks import DataFile
 from .errors import DatasetError, describe_path, resolve_data_root
 from .files import check_listed_files, h5_volume_shape, listed_paths, load_h5_volume, load_npz_slice, read_list_file
-from .sampling import EpochShuffleSampler, loader_kwargs, resume_point
+from .loading import SeededLoaders
 from .synapse_layout import (
     H5_SUFFIX,
     LIST_DIR,
@@ -217,7 +217,7 @@ def _case_name(path: Path) -> str:
 # ----------------------------------------------------------------------------- datamodule
 
 
-class SynapseDataModule(CheckedDataModule, L.LightningDataModule):
+class SynapseDataModule(SeededLoaders, CheckedDataModule, L.LightningDataModule):
     """Synapse multi-organ CT, TransUNet release format (module docstring).
 
     Args:
@@ -402,26 +402,6 @@ class SynapseDataModule(CheckedDataModule, L.LightningDataModule):
             )
         if stage in (None, "test", "predict"):
             self.test_dataset = SynapseVolumeDataset(self.test_paths(root), num_classes=self.num_classes)
-
-    def _require(self, dataset: Dataset | None, stage: str) -> Dataset:
-        if dataset is None:
-            self.setup(stage)
-            dataset = {"fit": self.train_dataset, "validate": self.val_dataset, "test": self.test_dataset}[stage]
-        assert dataset is not None
-        return dataset
-
-    def _loader(self, dataset: Dataset, batch_size: int, **order: Any) -> DataLoader:
-        """Keeps the last, incomplete batch (as the release); ``order``: ``sampler=`` or ``shuffle=``."""
-        return DataLoader(dataset, batch_size=batch_size, drop_last=False, **order,
-                          **loader_kwargs(self.seed, self.num_workers))
-
-    def train_dataloader(self) -> DataLoader:
-        """Starts where the run stands: a run resumed inside an epoch leaves out its trained batches."""
-        dataset = self._require(self.train_dataset, "fit")
-        epoch, batches_done = resume_point(getattr(self, "trainer", None))
-        sampler = EpochShuffleSampler(len(dataset), seed=self.seed, epoch=epoch, dataset=dataset,
-                                      skip=batches_done * self.batch_size)
-        return self._loader(dataset, self.batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         """Monitoring only (no validation in the official recipe); ``[]`` when ``val_volumes == 0``."""
