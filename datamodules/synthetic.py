@@ -60,6 +60,8 @@ __all__ = [
     "FORMAT_VERSION",
     "MARKER_FILE",
     "default_cache_dir",
+    "is_complete",
+    "write_set_atomically",
     "synthetic_synapse_case",
     "write_synthetic_synapse",
     "ensure_synthetic_synapse",
@@ -161,14 +163,42 @@ def _params(num_train_cases: int, num_test_cases: int, slices_per_case: int, siz
     }
 
 
-def _is_complete(root: Path, params: dict[str, Any]) -> bool:
-    marker = root / MARKER_FILE
-    if not marker.is_file():
-        return False
+def is_complete(root: Path, params: dict[str, Any]) -> bool:
+    """``root`` holds a finished synthetic set written with ``params`` (its marker file says so)."""
     try:
-        return json.loads(marker.read_text()) == params
+        return json.loads((root / MARKER_FILE).read_text()) == params
     except (OSError, ValueError):
         return False
+
+
+def write_set_atomically(root: Path, params: dict[str, Any], write_into, what: str) -> Path:
+    """Write a synthetic set into ``root`` through a temporary sibling renamed into place.
+
+    ``write_into(folder)`` writes the files and the marker (``params``). Idempotent: a
+    complete ``root`` with the same ``params`` is left alone (also when another process
+    finished it first); a non-empty ``root`` holding anything else raises ``FileExistsError``.
+    """
+    root = Path(root).expanduser()
+    if is_complete(root, params):
+        return root
+    if root.exists():
+        if root.is_dir() and not any(root.iterdir()):
+            root.rmdir()
+        else:
+            raise FileExistsError(f"{root.absolute()}: exists and is not a complete synthetic {what} set with "
+                                  f"parameters {params}; refusing to overwrite it (delete it or choose another folder)")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        write_into(tmp)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not is_complete(root, params):  # another process finished the same set first: fine
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
 
 
 def _write_into(folder: Path, params: dict[str, Any]) -> None:
@@ -229,30 +259,8 @@ def write_synthetic_synapse(
             "need num_train_cases >= 1, num_test_cases >= 1, slices_per_case >= 1 and size >= 8; got "
             f"{num_train_cases}, {num_test_cases}, {slices_per_case}, {size}"
         )
-    root = Path(root).expanduser()
     params = _params(num_train_cases, num_test_cases, slices_per_case, size, seed)
-    if _is_complete(root, params):
-        return root
-    if root.exists():
-        if root.is_dir() and not any(root.iterdir()):
-            root.rmdir()
-        else:
-            raise FileExistsError(
-                f"{root.absolute()}: exists and is not a complete synthetic Synapse set with parameters {params}; "
-                "refusing to overwrite it (delete it or choose another folder)"
-            )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        _write_into(tmp, params)
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not _is_complete(root, params):  # someone else finished first with the same set: fine
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return write_set_atomically(Path(root), params, lambda folder: _write_into(folder, params), "Synapse")
 
 
 def default_cache_dir() -> Path:
@@ -294,7 +302,7 @@ def ensure_synthetic_synapse(
     }
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root = base / synthetic_synapse_dirname(**kwargs)
-    if _is_complete(root, _params(**kwargs)):
+    if is_complete(root, _params(**kwargs)):
         return root
     if root.exists():  # our own cache name without a matching marker: not ours to trust, regenerate
         shutil.rmtree(root) if root.is_dir() else root.unlink()

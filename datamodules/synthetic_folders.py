@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .synthetic import MARKER_FILE, default_cache_dir
+from .synthetic import MARKER_FILE, default_cache_dir, is_complete, write_set_atomically
 
 __all__ = ["FOLDERS_FORMAT_VERSION", "SyntheticFolders", "synthetic_texture", "synthetic_wnids",
            "write_synthetic_folders", "ensure_synthetic_folders"]
@@ -81,13 +80,6 @@ def _params(num_classes: int, train_per_class: int, val_per_class: int, size: in
             "size": size, "seed": seed}
 
 
-def _is_complete(root: Path, params: dict[str, Any]) -> bool:
-    try:
-        return json.loads((root / MARKER_FILE).read_text()) == params
-    except (OSError, ValueError):
-        return False
-
-
 def _write_into(folder: Path, params: dict[str, Any]) -> None:
     wnids = synthetic_wnids(params["num_classes"])
     val_number = 0
@@ -116,28 +108,8 @@ def write_synthetic_folders(root: str | os.PathLike[str], *, num_classes: int = 
     if num_classes < 1 or train_per_class < 1 or val_per_class < 1 or size < 8:
         raise ValueError("need num_classes, train_per_class, val_per_class >= 1 and size >= 8; got "
                          f"{num_classes}, {train_per_class}, {val_per_class}, {size}")
-    root = Path(root).expanduser()
     params = _params(int(num_classes), int(train_per_class), int(val_per_class), int(size), int(seed))
-    if _is_complete(root, params):
-        return root
-    if root.exists():
-        if root.is_dir() and not any(root.iterdir()):
-            root.rmdir()
-        else:
-            raise FileExistsError(f"{root.absolute()}: exists and is not a complete synthetic class-folder set "
-                                  f"with parameters {params}; refusing to overwrite it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        _write_into(tmp, params)
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not _is_complete(root, params):  # another process finished the same set first: fine
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return write_set_atomically(Path(root), params, lambda folder: _write_into(folder, params), "class-folder")
 
 
 def ensure_synthetic_folders(cache_dir: str | os.PathLike[str] | None = None, **kwargs: int) -> Path:
@@ -150,7 +122,7 @@ def ensure_synthetic_folders(cache_dir: str | os.PathLike[str] | None = None, **
     name = (f"imagenet_synthetic_v{FOLDERS_FORMAT_VERSION}_c{params['num_classes']}_train{params['train_per_class']}"
             f"_val{params['val_per_class']}_size{params['size']}_seed{params['seed']}")
     root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / name
-    if _is_complete(root, params):
+    if is_complete(root, params):
         return root
     if root.exists():  # our own cache name without a matching marker: regenerate
         shutil.rmtree(root) if root.is_dir() else root.unlink()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ import cv2
 import numpy as np
 
 from .png_layout import IMG_DIR, LABEL_DIR, LIST_DIR, PNG_SUFFIX, get_preset
-from .synthetic import MARKER_FILE, default_cache_dir
+from .synthetic import MARKER_FILE, default_cache_dir, is_complete, write_set_atomically
 
 __all__ = [
     "PNG_FORMAT_VERSION",
@@ -124,13 +123,6 @@ def _params(dataset: str, num_train: int, num_val: int, num_test: int, slices_pe
             "slices_per_patient": slices_per_patient if dataset == "acdc" else 1, "size": size, "seed": seed}
 
 
-def _is_complete(root: Path, params: dict[str, Any]) -> bool:
-    try:
-        return json.loads((root / MARKER_FILE).read_text()) == params
-    except (OSError, ValueError):
-        return False
-
-
 def _write_png(path: Path, array: np.ndarray) -> None:
     bgr = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
     ok, data = cv2.imencode(PNG_SUFFIX, bgr)
@@ -184,29 +176,9 @@ def write_synthetic_png(
     if num_train < 1 or num_test < 1 or num_val < 0 or slices_per_patient < 1 or size < 16:
         raise ValueError("need num_train >= 1, num_test >= 1, num_val >= 0, slices_per_patient >= 1 and size >= 16; "
                          f"got {num_train}, {num_test}, {num_val}, {slices_per_patient}, {size}")
-    root = Path(root).expanduser()
     params = _params(dataset, int(num_train), int(num_val), int(num_test), int(slices_per_patient), int(size),
                      int(seed))
-    if _is_complete(root, params):
-        return root
-    if root.exists():
-        if root.is_dir() and not any(root.iterdir()):
-            root.rmdir()
-        else:
-            raise FileExistsError(f"{root.absolute()}: exists and is not a complete synthetic {dataset} set with "
-                                  f"parameters {params}; refusing to overwrite it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        _write_into(tmp, dataset, params)
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not _is_complete(root, params):  # another process finished the same set first: fine
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    return write_set_atomically(Path(root), params, lambda folder: _write_into(folder, dataset, params), f"{dataset}")
 
 
 def ensure_synthetic_png(cache_dir: str | os.PathLike[str] | None = None, dataset: str = "acdc",
@@ -221,7 +193,7 @@ def ensure_synthetic_png(cache_dir: str | os.PathLike[str] | None = None, datase
             f"_test{params['num_test']}_slices{params['slices_per_patient']}_size{params['size']}_seed{params['seed']}")
     base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     root = base / name
-    if _is_complete(root, params):
+    if is_complete(root, params):
         return root
     if root.exists():  # our own cache name without a matching marker: regenerate
         shutil.rmtree(root) if root.is_dir() else root.unlink()
