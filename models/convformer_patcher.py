@@ -66,15 +66,16 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, LayerScale, trunc_normal_
+from timm.layers import DropPath, LayerScale
 from timm.models.pvt_v2 import Attention as SRAttention
 from timm.models.pvt_v2 import MlpWithDepthwiseConv, OverlapPatchEmbed
 from torch import nn
 
 from models.layers.attention_recording import AttentionRecording
-from models.layers.convformer import ConvBNReLU
+from models.layers.convformer import ConvBNReLU, cosine_similarity
 from models.layers.drop_path import drop_path_schedule
-from models.layers.vit_variants import ATTENTION_TYPES, DLA
+from models.layers.init import init_linear_and_layernorm
+from models.layers.vit_variants import ATTENTION_TYPES, DLA, refine_softmax_maps
 from models.registry import register_model
 
 __all__ = ["ConvFormerPatcher", "PatcherAttention", "PatcherLayer", "PatcherStage", "MoEHead",
@@ -147,19 +148,8 @@ class PatcherAttention(SRAttention):
     def attention_maps(self, q: torch.Tensor, k: torch.Tensor, feat_size: tuple[int, int]) -> torch.Tensor:
         """(B, h, N, d), (B, h, N_k, d) → the map applied to V: (B, h, N, N_k)."""
         if self.kind == "convformer":
-            attn = q @ k.transpose(-1, -2)
-            q_norm = torch.sqrt((q**2).sum(-1) + self.eps)
-            k_norm = torch.sqrt((k**2).sum(-1) + self.eps)
-            attn = attn / (q_norm[..., :, None] * k_norm[..., None, :] + self.eps)
-            return attn * self.gaussian_prior(*feat_size)
-        attn = torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1)
-        if self.kind == "reattention":
-            attn = torch.einsum("gh,bhij->bgij", self.head_mix, attn)
-            if self.head_norm is not None:
-                attn = self.head_norm(attn)
-        elif self.kind == "refiner":
-            attn = self.adapt_bn(self.refine(attn))
-        return attn
+            return cosine_similarity(q, k, self.eps) * self.gaussian_prior(*feat_size)
+        return refine_softmax_maps(self, torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1))
 
     def forward(self, x: torch.Tensor, feat_size: Sequence[int]) -> torch.Tensor:
         b, n, c = x.shape
@@ -345,14 +335,8 @@ class ConvFormerPatcher(AttentionRecording, nn.Module):
 
 def _segformer_init(module: nn.Module) -> None:
     """SegFormer/PVT init: Linear trunc-normal(0.02), bias 0; LayerNorm 1/0; conv N(0, √(2/fan_out)), bias 0."""
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d):
+    init_linear_and_layernorm(module)
+    if isinstance(module, nn.Conv2d):
         fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
         nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
         if module.bias is not None:

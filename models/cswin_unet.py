@@ -46,8 +46,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.layers import CARAFE, CSWinBlock, build_upsampler, drop_path_schedule, trunc_normal_
+from models.layers import CARAFE, CSWinBlock, build_upsampler, drop_path_schedule
 from models.layers.carafe import shuffle_subpixels
+from models.layers.init import init_linear_and_layernorm
 from models.layers.upsample import UpsamplerName
 from models.registry import register_model
 
@@ -202,7 +203,7 @@ class CSWinUNet(nn.Module):
         self.decoder_norm = nn.LayerNorm(embed_dim)
         self.final_upsample = ChannelsLastUpsample(upsampler_for(embed_dim, embed_dim, 4))
         self.head = nn.Conv2d(embed_dim, num_classes, kernel_size=1, bias=False)
-        self.apply(_init_weights)
+        self.apply(init_linear_and_layernorm)
         self.pretrained = pretrained or None  # read by load_pretrained(), never here
 
     def load_pretrained(self) -> PretrainedLoadReport | None:
@@ -239,21 +240,6 @@ class CSWinUNet(nn.Module):
         for level, skip in zip(self.decoder, reversed(skips), strict=True):
             x = level(x, skip)
         return self.final_upsample.forward_then(self.decoder_norm(x), self.head)
-
-
-def _init_weights(module: nn.Module) -> None:
-    """Release init: Linear ~ trunc-normal(0.02), bias 0; LayerNorm 1/0; convs PyTorch default.
-
-    timm's ``trunc_normal_`` (inverse-CDF sampling, as the release); the installed torch's
-    ``nn.init.trunc_normal_`` is a rejection sampler: same distribution, different random stream.
-    """
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 # --------------------------------------------------------------------------- official layout

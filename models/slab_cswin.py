@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import CSWinBlock, drop_path_schedule, trunc_normal_
+from models.layers import CSWinBlock, drop_path_schedule
+from models.layers.init import init_linear_and_layernorm
 from models.layers.linear_attention import sla_kernel
 from models.slab_norm import slab_norm_layer
 from models.slab_reparam import reparameterize
@@ -156,7 +157,7 @@ class SLABCSWin(nn.Module):
         self.num_features = dims[-1]
         self.norm = norm_layer(dims[-1])
         self.head = nn.Linear(dims[-1], num_classes) if num_classes > 0 else nn.Identity()
-        self.apply(_init_weights)
+        self.apply(init_linear_and_layernorm)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` → normalised last-stage map ``(B, H/32, W/32, C)``."""
@@ -190,12 +191,3 @@ class SLABCSWin(nn.Module):
         return key
 
 
-def _init_weights(module: nn.Module) -> None:
-    """The release's CSWin init: Linear trunc-normal(0.02), bias 0; LayerNorm 1/0; convs PyTorch default."""
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

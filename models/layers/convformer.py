@@ -91,6 +91,16 @@ def grid_distance(height: int, width: int, device=None, dtype=torch.float32) -> 
     return (dy**2 + dx**2).to(dtype)
 
 
+def cosine_similarity(q: torch.Tensor, k: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """The release's CSA similarity: (…, N, d), (…, M, d) → (…, N, M) in [−1, 1], no softmax.
+
+    ``q·k / (√(‖q‖² + eps)·√(‖k‖² + eps) + eps)``.
+    """
+    q_norm = torch.sqrt((q**2).sum(-1) + eps)
+    k_norm = torch.sqrt((k**2).sum(-1) + eps)
+    return (q @ k.transpose(-1, -2)) / (q_norm[..., :, None] * k_norm[..., None, :] + eps)
+
+
 class CNNStyleAttention(nn.Module):
     """CNN-style self-attention (CSA): (B, dim, H, W) → (B, dim, H, W), no residual.
 
@@ -142,11 +152,7 @@ class CNNStyleAttention(nn.Module):
         b, _, h, w = x.shape
         q, k, v = (t.reshape(b, self.heads, self.dim_head, h * w).transpose(-1, -2)
                    for t in self.qkv(x).chunk(3, dim=1))  # each (B, g, N, d)
-        attn = q @ k.transpose(-1, -2)
-        q_norm = torch.sqrt((q**2).sum(-1) + self.eps)
-        k_norm = torch.sqrt((k**2).sum(-1) + self.eps)
-        attn = attn / (q_norm[..., :, None] * k_norm[..., None, :] + self.eps)
-        attn = attn * self.gaussian_prior(h, w)
+        attn = cosine_similarity(q, k, self.eps) * self.gaussian_prior(h, w)
         if self.record_attention:
             self.last_attention = attn.detach()
         out = (attn @ v).transpose(-1, -2).reshape(b, self.heads * self.dim_head, h, w)

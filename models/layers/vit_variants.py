@@ -61,6 +61,21 @@ class DLA(nn.Module):
         return x + self.bn3(self.project(y))
 
 
+def refine_softmax_maps(module: nn.Module, attn: torch.Tensor) -> torch.Tensor:
+    """The anti-collapse step after the softmax, by ``module.kind`` (§2.7): (B, h, N, M) → (B, h, N, M).
+
+    ``reattention``: ``module.head_mix`` (h × h) mixes the heads, then ``module.head_norm`` if
+    set; ``refiner``: ``module.adapt_bn(module.refine(attn))``; otherwise unchanged.
+    """
+    if module.kind == "reattention":
+        attn = torch.einsum("gh,bhij->bgij", module.head_mix, attn)
+        if module.head_norm is not None:
+            attn = module.head_norm(attn)
+    elif module.kind == "refiner":
+        attn = module.adapt_bn(module.refine(attn))
+    return attn
+
+
 class TokenAttention(nn.Module):
     """Multi-head softmax attention: (B, N, dim) → (B, N, dim).
 
@@ -99,14 +114,7 @@ class TokenAttention(nn.Module):
 
     def attention_maps(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """(B, h, N, d) × 2 → the maps applied to V: (B, h, N, N)."""
-        attn = torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1)
-        if self.kind == "reattention":
-            attn = torch.einsum("gh,bhij->bgij", self.head_mix, attn)
-            if self.head_norm is not None:
-                attn = self.head_norm(attn)
-        elif self.kind == "refiner":
-            attn = self.adapt_bn(self.refine(attn))
-        return attn
+        return refine_softmax_maps(self, torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
