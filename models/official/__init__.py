@@ -37,6 +37,7 @@ __all__ = [
     "run_case",
     "check_manifest",
     "coverage",
+    "rename_exactly",
 ]
 
 Builder = Callable[[dict[str, Any]], nn.Module]
@@ -53,6 +54,15 @@ class OfficialComponent:
 
 
 _COMPONENTS: dict[str, OfficialComponent] = {}
+
+
+def rename_exactly(state: dict[str, torch.Tensor], module: nn.Module, to_official) -> dict[str, torch.Tensor]:
+    """Invert an ours→official key function over ``module``'s keys; an official key without a counterpart raises."""
+    inverse = {to_official(k): k for k in module.state_dict()}
+    unknown = sorted(set(state) - set(inverse))
+    if unknown:
+        raise KeyError(f"official keys without a counterpart: {unknown[:5]}")
+    return {inverse[k]: v for k, v in state.items()}
 
 
 def register_component(component: str, *, build: Builder, convert: Converter, run: Runner) -> None:

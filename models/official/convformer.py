@@ -6,7 +6,6 @@ input, so the argument is not needed (the fixtures use H = W = √num_patches).
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from models.convformer_setr import SETR, convert_official_state_dict
@@ -18,16 +17,7 @@ from models.layers.convformer import (
     official_csa_key,
     official_pooling_key,
 )
-from models.official import register_component
-
-
-def _rename_exactly(state: dict[str, torch.Tensor], module: nn.Module, to_official) -> dict[str, torch.Tensor]:
-    """Invert an ours→official key function over ``module``'s keys; unknown official keys raise."""
-    inverse = {to_official(k): k for k in module.state_dict()}
-    unknown = sorted(set(state) - set(inverse))
-    if unknown:
-        raise KeyError(f"official keys without a counterpart: {unknown[:5]}")
-    return {inverse[k]: v for k, v in state.items()}
+from models.official import register_component, rename_exactly
 
 
 def _run_map(module: nn.Module, inputs: dict, case: dict) -> dict:
@@ -66,15 +56,15 @@ def _run_setr(module: SETR, inputs: dict, case: dict) -> dict:
 
 register_component(
     "convformer/pooling", build=_build_pooling, run=_run_map,
-    convert=lambda state, module: _rename_exactly(state, module, official_pooling_key),
+    convert=lambda state, module: rename_exactly(state, module, official_pooling_key),
 )
 register_component(
     "convformer/csa", build=_build_csa, run=_run_map,
-    convert=lambda state, module: _rename_exactly(state, module, official_csa_key),
+    convert=lambda state, module: rename_exactly(state, module, official_csa_key),
 )
 register_component(
     "convformer/block", build=_build_block, run=_run_map,
-    convert=lambda state, module: _rename_exactly(state, module, official_convformer_encoder_key),
+    convert=lambda state, module: rename_exactly(state, module, official_convformer_encoder_key),
 )
 register_component("convformer/setr", build=_build_setr("vanilla"), run=_run_setr,
                    convert=convert_official_state_dict)

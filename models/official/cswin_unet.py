@@ -11,16 +11,7 @@ import torch
 
 from models.cswin_unet import CSWinUNet, convert_official_state_dict, official_block_key, official_carafe_key
 from models.layers import CARAFE, CSWinBlock
-from models.official import register_component
-
-
-def _rename_exactly(state: dict[str, torch.Tensor], module: torch.nn.Module, to_official) -> dict[str, torch.Tensor]:
-    """Invert an ours→official key function over ``module``'s keys; unknown official keys raise."""
-    inverse = {to_official(k): k for k in module.state_dict()}
-    unknown = sorted(set(state) - set(inverse))
-    if unknown:
-        raise KeyError(f"official keys without a counterpart: {unknown[:5]}")
-    return {inverse[k]: v for k, v in state.items()}
+from models.official import register_component, rename_exactly
 
 
 def _tokens_to_map(x: torch.Tensor) -> torch.Tensor:
@@ -72,10 +63,10 @@ def _run_model(module: CSWinUNet, inputs: dict, case: dict) -> dict:
 
 register_component(
     "cswin_unet/cswin_block", build=_build_block, run=_run_block,
-    convert=lambda state, module: _rename_exactly(state, module, official_block_key),
+    convert=lambda state, module: rename_exactly(state, module, official_block_key),
 )
 register_component(
     "cswin_unet/carafe", build=_build_carafe, run=_run_carafe,
-    convert=lambda state, module: _rename_exactly(state, module, official_carafe_key),
+    convert=lambda state, module: rename_exactly(state, module, official_carafe_key),
 )
 register_component("cswin_unet/model", build=_build_model, run=_run_model, convert=convert_official_state_dict)

@@ -12,16 +12,7 @@ from torch import nn
 
 from models.layers.linear_attention import SimplifiedLinearAttention
 from models.layers.repbn import ProgressiveNorm, RepBN, official_progressive_norm_key
-from models.official import register_component
-
-
-def _rename_exactly(state: dict[str, torch.Tensor], module: nn.Module, to_official) -> dict[str, torch.Tensor]:
-    """Invert an ours→official key function over ``module``'s keys; unknown official keys raise."""
-    inverse = {to_official(k): k for k in module.state_dict()}
-    unknown = sorted(set(state) - set(inverse))
-    if unknown:
-        raise KeyError(f"official keys without a counterpart: {unknown[:5]}")
-    return {inverse[k]: v for k, v in state.items()}
+from models.official import register_component, rename_exactly
 
 
 def _identity(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
@@ -73,6 +64,6 @@ def _build_sla_deit(config: dict) -> SimplifiedLinearAttention:
 register_component("slab/repbn", build=lambda config: RepBN(config["channels"]), convert=_identity,
                    run=_run_tokens)
 register_component("slab/linear_norm", build=_build_linear_norm, run=_run_linear_norm,
-                   convert=lambda state, module: _rename_exactly(state, module, official_progressive_norm_key))
+                   convert=lambda state, module: rename_exactly(state, module, official_progressive_norm_key))
 register_component("slab/sla", build=_build_sla, convert=_identity, run=_run_tokens)
 register_component("slab/sla_deit", build=_build_sla_deit, convert=_identity, run=_run_tokens)
