@@ -153,9 +153,12 @@ def table_collapse_series(results: Mapping[str, Any]) -> dict[str, list[float]]:
 
 def plot_table_collapse(results: Mapping[str, Any], png_path: str | Path) -> None:
     """An ablation table's figure: layers on the x axis, one line per variant (:func:`table_collapse_series`)."""
+    from ablations.framework.table import table_label
+
     series = table_collapse_series(results)
     kind = "SYNTHETIC data" if results.get("data_kind") == "synthetic" else "real data"
-    title = (f"{results['paper']} Table {results['table']}: attention collapse per layer\n"
+    label = table_label(results["table"], results.get("subject", ""))
+    title = (f"{results['paper']} {label}: attention collapse per layer\n"
              f"({kind}, mean of {len(results.get('seeds', []))} seed(s))")
     _save(plot_collapse(series, title), Path(png_path))
 

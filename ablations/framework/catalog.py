@@ -44,9 +44,9 @@ def all_tables() -> list[AblationTable]:
         for table in tables:
             other = seen.setdefault(key(table), table)
             if other is not table:
-                raise ValueError(f"{other.paper} table {other.number} and {table.paper} table {table.number} "
+                raise ValueError(f"{other.paper} {other.label} and {table.paper} {table.label} "
                                  f"share the {what} {key(table)}; give the later one its own script= name")
-    return sorted(tables, key=lambda t: (t.paper, t.number, t.subject))
+    return sorted(tables, key=lambda t: (t.paper, t.number is None, t.number or 0, t.subject))
 
 
 def entry_script(table: AblationTable) -> Path:

@@ -15,6 +15,8 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ablations.framework.table import table_label
+
 __all__ = ["plot_table", "save_plot"]
 
 
@@ -59,7 +61,7 @@ def plot_table(results: Mapping[str, Any]) -> Figure:
     kind = str(results["data_kind"]).upper()
     quick = ", quick mode" if results.get("quick") else ""
     fig.suptitle(
-        f"{results['paper']} Table {results['table']}: {results['title']} — "
+        f"{results['paper']} {table_label(results['table'], results['subject'])}: {results['title']} — "
         f"{kind} data{quick} ({results['dataset']})"
     )
     return fig

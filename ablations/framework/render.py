@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ablations.framework.table import table_label
+
 __all__ = ["render_markdown", "render_file", "markdown_diff", "format_value", "format_delta"]
 
 DASH = "—"
@@ -81,12 +83,13 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     """
     metrics = list(results["metrics"])
     lines: list[str] = []
-    lines.append(f"# {results['paper']} — Table {results['table']}: {results['title']}")
+    label = table_label(results["table"], results["subject"])
+    lines.append(f"# {results['paper']} — {label}: {results['title']}")
     lines.append("")
     lines.append(_data_line(results))
     lines.append("")
     seeds = ", ".join(str(s) for s in results["seeds"]) or DASH
-    lines.append(f"- Table: `{results['paper']}` table {results['table']} (`{results['subject']}`)")
+    lines.append(f"- Table: `{results['paper']}` {label.replace('Table', 'table')} (`{results['subject']}`)")
     quick = ", quick" if results["quick"] else ""
     lines.append(f"- Dataset: `{results['dataset']}` ({results['data_kind']}{quick})")
     lines.append(f"- Recipe: `{results['recipe']}`")

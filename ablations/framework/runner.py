@@ -83,7 +83,7 @@ def run_overrides(
         {"class_path": "lightning.pytorch.loggers.WandbLogger",
          "init_args": {"project": wandb_project, "save_dir": str(run_dir), "name": run_dir.name,
                        "group": table.group, "job_type": "quick" if quick else "ablation",
-                       "tags": [table.paper, table.dataset, f"table{table.number}", variant.name, data_kind]}},
+                       "tags": [table.paper, table.dataset, table.tag, variant.name, data_kind]}},
     ]
     return overrides
 
@@ -261,8 +261,8 @@ def _finish_wandb(trainer) -> str | None:
 
 def parse_args(table: AblationTable, argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=f"table{table.number}_{table.subject}",
-        description=f"{table.paper} Table {table.number}: {table.title}. Without --data-dir it runs the quick "
+        prog=table.key,
+        description=f"{table.paper} {table.label}: {table.title}. Without --data-dir it runs the quick "
                     "configuration on synthetic data (numbers are NOT comparable to the paper).",
     )
     mode = parser.add_mutually_exclusive_group()
@@ -319,7 +319,7 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
     seeds = seeds_for(table, args.seeds or (table.quick_seeds if quick else len(table.seeds)))
     mode = f"{'quick' if quick else 'paper recipe'}, {data_kind} data"
     runs_root = Path(args.runs_dir) / table.paper / (table.key + ("-quick" if quick else "") + f"-{data_kind}")
-    print(f"{table.paper} Table {table.number} ({table.title}): {len(variants)} variants × {len(seeds)} seeds, {mode}")
+    print(f"{table.paper} {table.label} ({table.title}): {len(variants)} variants × {len(seeds)} seeds, {mode}")
     if data_kind == "synthetic":
         print("NOTE: synthetic data — these numbers test the pipeline and compare variants on a toy task; "
               "they are not comparable to the paper's.")
@@ -370,7 +370,7 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
     md_path = write_results(results, json_path)
     checkpoints = {f"{name}-s{r['seed']}": REPO_ROOT / r["checkpoint"] if r.get("checkpoint") else None
                    for name, runs in records.items() for r in runs}
-    tags = [table.paper, table.dataset, f"table{table.number}", data_kind]
+    tags = [table.paper, table.dataset, table.tag, data_kind]
     wandb_dir = log_summary_run(json.loads(json_path.read_text()), json_path, project=args.wandb_project,
                                 group=table.group, name=f"{table.key}-summary", tags=tags, runs_root=runs_root,
                                 checkpoints=checkpoints)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Metric", "Variant", "AblationTable", "PARAMS", "GMACS", "SECONDS"]
+__all__ = ["Metric", "Variant", "AblationTable", "PARAMS", "GMACS", "SECONDS", "table_label"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,11 @@ class Metric:
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "label": self.label, "higher_is_better": self.higher_is_better,
                 "decimals": self.decimals}
+
+
+def table_label(number: int | None, subject: str) -> str:
+    """``Table 5``, or for a table the paper does not number, ``the repbn decay table``-style text."""
+    return f"Table {number}" if number is not None else f"{subject.replace('_', ' ')} table"
 
 
 # The runner's own columns (any task).
@@ -68,7 +73,8 @@ class AblationTable:
     seed first); ``--quick`` runs ``quick_seeds`` of them (extended with the next
     integers) and reports mean ± std. ``script`` is the entry under ``reproduce/``
     (``table5_upsampling`` by default; a later paper with another Table 5 names
-    itself, e.g. ``table6_dlka_skip_connections``).
+    itself, e.g. ``table6_dlka_skip_connections``). ``number`` is ``None`` for a table the
+    paper's sources do not number; its key is then ``table_<subject>``.
 
     ``test_checkpoints`` are the weights each run is tested with: ``"last"`` (the end of
     training) and/or ``"best"`` (the best checkpoint of the recipe's monitored
@@ -80,7 +86,7 @@ class AblationTable:
     """
 
     paper: str
-    number: int
+    number: int | None
     subject: str
     title: str
     dataset: str
@@ -101,11 +107,11 @@ class AblationTable:
     def __post_init__(self) -> None:
         if not self.test_checkpoints or set(self.test_checkpoints) - {"last", "best"} \
                 or len(set(self.test_checkpoints)) != len(self.test_checkpoints):
-            raise ValueError(f"table {self.number}: test_checkpoints must be distinct names out of "
+            raise ValueError(f"{self.label}: test_checkpoints must be distinct names out of "
                              f"'last' and 'best', got {self.test_checkpoints}")
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
-            raise ValueError(f"table {self.number}: variant names must be unique, got {names}")
+            raise ValueError(f"{self.label}: variant names must be unique, got {names}")
         known = {m.name for m in self.metrics}
         for variant in self.variants:
             unknown = set(variant.paper) - known
@@ -114,8 +120,13 @@ class AblationTable:
 
     @property
     def key(self) -> str:
-        """``table5_upsampling``: the file stem under ``results/<paper>/``."""
-        return f"table{self.number}_{self.subject}"
+        """``table5_upsampling`` (``table_repbn_decay`` without a number): the file stem under ``results/<paper>/``."""
+        return f"table{'' if self.number is None else self.number}_{self.subject}"
+
+    @property
+    def label(self) -> str:
+        """``Table 5`` (or ``repbn decay table`` when the paper gives no number): how text names it."""
+        return table_label(self.number, self.subject)
 
     @property
     def command(self) -> str:
@@ -131,10 +142,15 @@ class AblationTable:
     @property
     def group(self) -> str:
         """The W&B group of every run of this table."""
-        return f"{self.paper}-table{self.number}"
+        return f"{self.paper}-{self.tag}"
+
+    @property
+    def tag(self) -> str:
+        """``table5`` (``table_repbn_decay`` without a number): the W&B tag of its runs."""
+        return self.key if self.number is None else f"table{self.number}"
 
     def variant(self, name: str) -> Variant:
         for variant in self.variants:
             if variant.name == name:
                 return variant
-        raise KeyError(f"table {self.number} has no variant {name!r}; choose from {[v.name for v in self.variants]}")
+        raise KeyError(f"{self.label} has no variant {name!r}; choose from {[v.name for v in self.variants]}")
