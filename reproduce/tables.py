@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         print("|---|---:|---|---|---|---|---|")
         for r in table:
             command = f"`{r['command']}`" + ("" if r["script_exists"] else " (missing!)")
-            print(f"| {r['paper']} | {r['table']} | {r['title']} | {r['dataset']} | {command} | "
+            number = "—" if r["table"] is None else r["table"]
+            print(f"| {r['paper']} | {number} | {r['title']} | {r['dataset']} | {command} | "
                   f"{'yes' if r['quick_results'] else 'no'} | {'yes' if r['full_results'] else 'no'} |")
     return 0 if all(r["script_exists"] for r in table) else 1
 
