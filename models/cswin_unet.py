@@ -27,6 +27,11 @@ Deliberate deviations from the release (behaviour on the paper config is identic
 * Full (single-branch) attention is used in stage 4 / the bottleneck, and in any stage
   whose map at ``img_size`` equals its stripe width (the release's rule). At 224² both
   coincide; at other sizes the choice is fixed at construction time from ``img_size``.
+* SLAB in the blocks (a project extension, :mod:`models.cswin_unet_slab`): ``norm``
+  (``"layernorm"`` | ``"bn"`` | ``"repbn"`` | ``"prepbn"``, with ``T`` / ``schedule`` /
+  ``counting``), ``attention`` (``"cswin"`` | ``"sla"`` = LLSS | 4 letters), ``slab_decoder``;
+  :meth:`CSWinUNet.merge` folds the RepBNs. The defaults build the faithful model unchanged
+  (same modules, keys and count; the SLAB files are imported only when an option is set).
 
 Pretrained initialisation (``pretrained=path``) follows the release's ``load_from``:
 the CSWin-T ImageNet checkpoint (``state_dict_ema``) is loaded into the encoder and,
@@ -42,6 +47,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -161,6 +167,12 @@ class CSWinUNet(nn.Module):
         carafe_encoder_kernel: int = 3,
         carafe_compression: int = 4,
         pretrained: str | None = None,
+        norm: Literal["layernorm", "bn", "repbn", "prepbn"] = "layernorm",
+        attention: str = "cswin",
+        T: int = 120_000,
+        schedule: Literal["linear", "cosine", "step"] = "linear",
+        counting: Literal["global_step", "per_forward"] = "global_step",
+        slab_decoder: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("depths", depths), ("split_size", split_size), ("num_heads", num_heads)):
@@ -173,14 +185,23 @@ class CSWinUNet(nn.Module):
         dims = [embed_dim * 2**s for s in range(NUM_STAGES)]
         resolutions = [img_size // 4 // 2**s for s in range(NUM_STAGES)]
         rates = drop_path_schedule(depths, drop_path_rate)
+        slab = None
+        if norm != "layernorm" or attention != "cswin":  # SLAB blocks: models/cswin_unet_slab.py
+            from models.cswin_unet_slab import SLABOptions
 
-        def stage_blocks(s: int) -> list[nn.Module]:
+            slab = SLABOptions(norm, attention, T, schedule, counting, slab_decoder)
+        self.slab = slab
+
+        def stage_blocks(s: int, decoder: bool = False) -> list[nn.Module]:
             full = s == NUM_STAGES - 1 or resolutions[s] == split_size[s]
-            return [
+            blocks = [
                 CSWinBlock(dims[s], num_heads[s], split_size[s], mlp_ratio, qkv_bias, qk_scale,
                            drop_rate, attn_drop_rate, rates[s][i], full_attention=full)
                 for i in range(depths[s])
             ]
+            if slab is not None:
+                blocks = [slab.convert(b, s, resolutions[s], decoder=decoder) for b in blocks]
+            return blocks
 
         def upsampler_for(dim_in: int, dim_out: int, scale: int) -> nn.Module:
             return build_upsampler(upsampler, dim_in, dim_out, scale, carafe_up_kernel=carafe_up_kernel,
@@ -194,9 +215,9 @@ class CSWinUNet(nn.Module):
         self.encoder_norm = nn.LayerNorm(dims[-1])
         # Decoder: bottleneck blocks, then levels at 1/16, 1/8, 1/4. Skips are removed
         # from the coarsest scale first: level j (0 = 1/16) keeps its skip iff j >= 3 - num_skips.
-        self.bottleneck = nn.Sequential(*stage_blocks(NUM_STAGES - 1))
+        self.bottleneck = nn.Sequential(*stage_blocks(NUM_STAGES - 1, decoder=True))
         self.decoder = nn.ModuleList(
-            DecoderLevel(upsampler_for(dims[s + 1], dims[s], 2), dims[s], stage_blocks(s),
+            DecoderLevel(upsampler_for(dims[s + 1], dims[s], 2), dims[s], stage_blocks(s, decoder=True),
                          use_skip=(NUM_STAGES - 2 - s) >= NUM_STAGES - 1 - num_skips)
             for s in reversed(range(NUM_STAGES - 1))
         )
@@ -214,6 +235,15 @@ class CSWinUNet(nn.Module):
         if self.pretrained is None:
             return None
         return load_cswin_imagenet_weights(self, self.pretrained)
+
+    def merge(self) -> nn.Module:
+        """An eval-mode copy with every block RepBN/BN folded into ``qkv``/``fc1`` (:mod:`models.cswin_unet_slab`).
+
+        LayerNorms are not foldable: on the faithful model this is an eval-mode copy of it.
+        """
+        from models.cswin_unet_slab import merge_cswin_unet
+
+        return merge_cswin_unet(self)
 
     @property
     def skip_scales(self) -> list[str]:
