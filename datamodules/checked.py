@@ -3,7 +3,10 @@
 A datamodule inherits :class:`CheckedDataModule` and provides ``resolve_root()`` (the data
 root), ``data_files(stage, root)`` (the :class:`~datamodules.checks.DataFile` list a stage
 reads), ``data_check`` (``"full"`` / ``"fast"`` / ``"off"``), ``num_classes`` and
-``synthetic`` (``None`` or an object with ``cache_dir``).
+``synthetic`` (``None`` or an object with ``cache_dir``). Optionally
+``cross_file_problems(stage, root, report)``: the problems between files that no
+single file shows (a missing partner, two images of a pair that differ in size),
+given the per-file report; they go into the same one error.
 """
 from __future__ import annotations
 
@@ -42,7 +45,11 @@ class CheckedDataModule:
         files = self.data_files(stage, root)
         report = check_files(files, level=level, num_classes=self.num_classes, root=root,
                              cache_dir=cache_dir or default_cache_dir(), use_cache=use_cache, progress=progress,
-                             workers=workers)
+                             workers=workers, raise_on_error=False)
+        across = getattr(self, "cross_file_problems", None)  # optional: problems between files (pairs)
+        if across is not None:
+            report.problems.extend(across(stage, root, report))
+        report.raise_if_broken()
         if (progress if print_summary is None else print_summary) and files:
             print(report.summary(), file=sys.stderr, flush=True)
         return report
