@@ -5,14 +5,21 @@ import importlib
 import pkgutil
 
 import pytest
+import yaml
 
 import ablations
 from ablations.framework.runner import config_files, run_overrides
 from ablations.framework.table import AblationTable
 from tests.training.helpers import CONFIGS, make_cli
 
+
+def _is_recipe(path) -> bool:
+    """A paper recipe names its model class; layers (smoke, quick, cswin_unet/slab, ...) only override."""
+    return "class_path" in (yaml.safe_load(path.read_text()).get("model") or {})
+
+
 PAPER_RECIPES = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name != "_base_"
-                       and p.stem not in ("smoke", "quick"))
+                       and p.stem not in ("smoke", "quick") and _is_recipe(p))
 
 
 def _tables() -> list[AblationTable]:
