@@ -41,3 +41,15 @@ __all__ += [
     "ensure_synthetic_folders",
     "write_synthetic_folders",
 ]
+
+from .lol import LowLightPairsDataModule  # noqa: E402
+from .lol_layout import LAYOUTS as LOW_LIGHT_LAYOUTS  # noqa: E402
+from .synthetic_lol import SyntheticLowLight, ensure_synthetic_lol, write_synthetic_lol  # noqa: E402
+
+__all__ += [
+    "LOW_LIGHT_LAYOUTS",
+    "LowLightPairsDataModule",
+    "SyntheticLowLight",
+    "ensure_synthetic_lol",
+    "write_synthetic_lol",
+]
