@@ -70,3 +70,22 @@ __all__ += [
     "fold_repbn_into_residual_stream",
     "repbn_affine",
 ]
+
+# GLARE flow layers (models/layers/flow.py)
+from models.layers.flow import (  # noqa: E402
+    ActNorm2d,
+    ConditionalAffineCoupling,
+    FeatureAffine,
+    FlowStep,
+    InvertibleConv1x1,
+    SelfConditionalAffine,
+)
+
+__all__ += [
+    "ActNorm2d",
+    "ConditionalAffineCoupling",
+    "FeatureAffine",
+    "FlowStep",
+    "InvertibleConv1x1",
+    "SelfConditionalAffine",
+]
