@@ -108,3 +108,17 @@ def test_test_checkpoints_are_validated(toy_table):
 
     with pytest.raises(ValueError, match="test_checkpoints"):
         dataclasses.replace(toy_table, test_checkpoints=("best", "best"))
+
+
+def test_quick_threads_are_set_in_quick_mode_only(toy_table, tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    table = dataclasses.replace(toy_table, quick_threads=1)
+    _run(table, tmp_path, "--dry-run")
+    assert calls == [1]
+    _run(dataclasses.replace(toy_table, quick_threads=None), tmp_path, "--dry-run")
+    assert calls == [1]

@@ -323,6 +323,8 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
     if data_kind == "synthetic":
         print("NOTE: synthetic data — these numbers test the pipeline and compare variants on a toy task; "
               "they are not comparable to the paper's.")
+    if quick and table.quick_threads:
+        torch.set_num_threads(table.quick_threads)
     started = time.perf_counter()
     records: dict[str, list[dict]] = {}
     jobs = [(v, seed) for v in variants for seed in seeds]

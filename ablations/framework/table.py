@@ -82,7 +82,9 @@ class AblationTable:
     (unprefixed metric keys); each other one reports under ``<name>/`` (``last/test/dice``).
     ``plots`` maps a suffix to an extra figure writer ``"module:function"`` taking
     ``(results, png_path)``; it is drawn beside the results as ``<stem>.<suffix>.png``
-    (see :func:`ablations.framework.publish.write_results`).
+    (see :func:`ablations.framework.publish.write_results`). ``quick_threads`` sets
+    torch's intra-op threads in ``--quick`` mode (``None``: torch's default): a tiny network
+    runs faster on one thread, with the data worker on the other core.
     """
 
     paper: str
@@ -103,6 +105,7 @@ class AblationTable:
     script: str | None = None
     test_checkpoints: tuple[str, ...] = ("last",)
     plots: dict[str, str] = field(default_factory=dict)
+    quick_threads: int | None = None
 
     def __post_init__(self) -> None:
         if not self.test_checkpoints or set(self.test_checkpoints) - {"last", "best"} \
