@@ -32,6 +32,10 @@ Faithful details and switches:
 * Codebook retrieval is left to the caller: pass the returned latent to the VQGAN quantiser
   (``models.layers.vector_quantizer``) and decoder.
 * :meth:`GlareStage2.latent_regression_loss` is the release's ``weight_l1`` term (Table 5 row (1)).
+* ActNorm's data-dependent initialisation runs on the first training forward (release behaviour);
+  :meth:`GlareStage2.initialize_actnorm` runs it explicitly (e.g. on the same batch on every DDP rank).
+  Under DDP the unused head receives no gradient: use ``keep_unused_head=False`` or
+  ``find_unused_parameters=True``.
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from models.layers.flow import FlowStep
+from models.layers.flow import ActNorm2d, FlowStep
 from models.layers.vqgan_blocks import VQGANEncoder
 from models.registry import register_model
 
@@ -189,6 +193,21 @@ class GlareStage2(nn.Module):
         if heat:
             z = z + heat * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
         return self.flow.inverse(z, cond.cond_feat)[0]
+
+    @torch.no_grad()
+    def initialize_actnorm(self, low: torch.Tensor, gt_latent: torch.Tensor) -> int:
+        """Run the flow's data-dependent ActNorm initialisation now, on one batch, as the first training
+        :meth:`nll` would (mean μ(LL)); returns how many ActNorms it initialised (0 after loading weights).
+
+        Under DDP call it with the same batch on every rank: ranks initialising on their own batches diverge.
+        """
+        norms = [m for m in self.flow.modules() if isinstance(m, ActNorm2d)]
+        fresh = sum(not m.inited and not bool((m.bias != 0).any()) for m in norms)
+        was_training = self.training
+        self.train()
+        self.nll(low, gt_latent, use_gt_mean=False)
+        self.train(was_training)
+        return fresh
 
     def latent_regression_loss(self, low: torch.Tensor, gt_latent: torch.Tensor) -> torch.Tensor:
         """The release's ``weight_l1`` term: ``mean|ŷ − y| + mean((ŷ − y)²)``, ŷ the heat-0 inverse (a scalar)."""

@@ -151,6 +151,14 @@ def test_first_training_nll_initialises_actnorm_from_data():
     assert norms and all((n.bias == 0).all() for n in norms)
     model.nll(torch.rand(2, 3, 32, 32), torch.randn(2, 3, 8, 8) * 3 + 1, use_gt_mean=False)
     assert all(n.inited and (n.bias != 0).any() for n in norms)
+    explicit = tiny().eval()
+    low, y = torch.rand(2, 3, 32, 32), torch.randn(2, 3, 8, 8)
+    assert explicit.initialize_actnorm(low, y) == len(norms) and not explicit.training
+    assert explicit.initialize_actnorm(low, y) == 0
+    loaded = tiny()
+    loaded.load_state_dict(explicit.state_dict())
+    assert loaded.initialize_actnorm(low, y) == 0
+    torch.testing.assert_close(loaded.state_dict(), explicit.state_dict())
 
 
 def test_nll_is_finite_and_decreases_under_adam():
