@@ -258,9 +258,9 @@ def glare_decoder(**kwargs) -> MultiScaleDecoder:
     return MultiScaleDecoder(**kwargs)
 
 
-@register_model(input_size=(3, 8, 8), paper="glare", task="enhancement")
+@register_model(input_size=(3, 4, 4), paper="glare", task="enhancement")
 def glare_decoder_test(**kwargs) -> MultiScaleDecoder:
     """A tiny MFD of the same structure (ch 32, two blocks per level), for tests."""
-    config = dict(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, resolution=32, attn_resolutions=(8,),
+    config = dict(ch=32, ch_mult=(1, 2, 4), num_res_blocks=1, resolution=16, attn_resolutions=(4,),
                   unused_layers=False)
     return MultiScaleDecoder(**{**config, **kwargs})

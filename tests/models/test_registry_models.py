@@ -9,6 +9,20 @@ from models import create_model, list_models, model_info, register_model
 TEST_MODELS = list_models("*_test")
 
 
+def _inputs(model, info, batch_size):
+    """One ``input_size`` tensor, or ``model.example_inputs(batch_size)`` for a model taking several inputs."""
+    if hasattr(model, "example_inputs"):
+        return tuple(model.example_inputs(batch_size))
+    return (torch.randn(batch_size, *info.input_size, requires_grad=True),)
+
+
+def _scalar(out):
+    """A tensor's mean, or the sum over a (nested) tuple of outputs such as ``(image, loss)``."""
+    if isinstance(out, tuple | list):
+        return sum(_scalar(o) for o in out)
+    return out.float().mean()
+
+
 def test_every_paper_model_has_a_test_variant():
     papers = {model_info(n).paper for n in list_models()}
     test_papers = {model_info(n).paper for n in TEST_MODELS}
@@ -19,11 +33,11 @@ def test_every_paper_model_has_a_test_variant():
 def test_forward_shape_and_backward(name):
     info = model_info(name)
     model = create_model(name)
-    x = torch.randn(2, *info.input_size, requires_grad=True)
-    out = model(x)
+    inputs = _inputs(model, info, 2)
+    out = model(*inputs)
     if info.task == "segmentation":
-        assert out.shape[0] == 2 and out.shape[2:] == x.shape[2:]
-    out.float().mean().backward()
+        assert out.shape[0] == 2 and out.shape[2:] == inputs[0].shape[2:]
+    _scalar(out).backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads), "every parameter must receive a gradient"
     assert all(torch.isfinite(g).all() for g in grads)
@@ -32,9 +46,9 @@ def test_forward_shape_and_backward(name):
 @pytest.mark.parametrize("name", TEST_MODELS)
 def test_eval_forward_is_deterministic(name):
     model = create_model(name).eval()
-    x = torch.randn(1, *model_info(name).input_size)
+    inputs = _inputs(model, model_info(name), 1)
     with torch.no_grad():
-        torch.testing.assert_close(model(x), model(x))
+        torch.testing.assert_close(model(*inputs), model(*inputs))
 
 
 def test_registry_errors_and_filters():
