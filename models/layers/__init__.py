@@ -89,3 +89,10 @@ __all__ += [
     "InvertibleConv1x1",
     "SelfConditionalAffine",
 ]
+
+# GLARE autoencoder (models/layers/vqgan_blocks.py, models/layers/vector_quantizer.py, models/layers/deformable.py)
+from models.layers.deformable import ModulatedDeformConv2d  # noqa: E402
+from models.layers.vector_quantizer import VectorQuantizer  # noqa: E402
+from models.layers.vqgan_blocks import AttnBlock, ResnetBlock, VQGANDecoder, VQGANEncoder  # noqa: E402
+
+__all__ += ["AttnBlock", "ModulatedDeformConv2d", "ResnetBlock", "VQGANDecoder", "VQGANEncoder", "VectorQuantizer"]
