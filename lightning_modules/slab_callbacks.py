@@ -119,14 +119,17 @@ class RecalibrateBN(L.Callback):
     """After the last training epoch, :func:`recalibrate_bn` for ``epochs`` epochs over the train loader.
 
     Runs in ``on_train_end`` (before ``trainer.test``); with several processes the running statistics
-    are averaged over ranks afterwards. ``save_to``: also write a checkpoint of the recalibrated model.
+    are averaged over ranks afterwards. ``resave_last`` (default): write every ``last.ckpt`` the
+    checkpoint callbacks wrote again, so that ``test --ckpt_path last.ckpt`` sees the recalibrated
+    statistics (the monitored best checkpoints keep the statistics they were selected with).
+    ``save_to``: also write a checkpoint of the recalibrated model there.
     """
 
     def __init__(self, epochs: int = 10, max_batches: int | None = None,
                  forward: Callable[[nn.Module, Any], Any] | None = None, input_key: str = "image",
-                 save_to: str | None = None) -> None:
+                 save_to: str | None = None, resave_last: bool = True) -> None:
         self.epochs, self.max_batches, self.forward = epochs, max_batches, forward
-        self.input_key, self.save_to = input_key, save_to
+        self.input_key, self.save_to, self.resave_last = input_key, save_to, resave_last
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.epochs <= 0:
@@ -145,5 +148,9 @@ class RecalibrateBN(L.Callback):
                 if isinstance(m, _BatchNorm) and m.running_mean is not None:
                     m.running_mean.copy_(trainer.strategy.reduce(m.running_mean, reduce_op="mean"))
                     m.running_var.copy_(trainer.strategy.reduce(m.running_var, reduce_op="mean"))
+        if self.resave_last:
+            for path in sorted({cb.last_model_path for cb in trainer.checkpoint_callbacks
+                                if getattr(cb, "last_model_path", "")}):
+                trainer.save_checkpoint(path)
         if self.save_to:
             trainer.save_checkpoint(self.save_to)

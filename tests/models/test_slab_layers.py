@@ -219,6 +219,18 @@ def test_recalibrate_bn_changes_only_bn_running_statistics():
     assert module.training and module.norm.training  # modes restored
 
 
+def test_recalibrate_bn_writes_last_ckpt_again(tmp_path):
+    checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0)
+    module = _Net()
+    trainer = L.Trainer(max_steps=4, callbacks=[checkpoint, RecalibrateBN(epochs=2)], logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.fit(module)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]
+    for key in ("norm.repbn.bn.running_mean", "norm.repbn.bn.running_var", "norm.repbn.bn.num_batches_tracked"):
+        assert torch.equal(saved[key], module.state_dict()[key]), key
+    assert int(saved["norm.repbn.bn.num_batches_tracked"]) == 4 + 8  # training, then 2 recalibration epochs
+
+
 def test_recalibrate_bn_function_restores_modes_and_needs_no_grad():
     model = _Net().eval()
     data = [(torch.randn(4, 8),) for _ in range(3)]
