@@ -103,3 +103,21 @@ def test_gradients_reach_offsets_mask_and_weight():
     for p in (layer.weight, layer.bias, layer.conv_offset.weight, layer.conv_offset.bias):
         assert p.grad is not None and p.grad.abs().sum() > 0
     assert x.grad.abs().sum() > 0
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    torch.manual_seed(0)
+    layer = ModulatedDeformConv2d(16, 16, 3, padding=1, deformable_groups=4)
+    with torch.no_grad():
+        layer.conv_offset.weight.normal_(0, 0.3)
+    x = torch.randn(2, 16, 12, 12, requires_grad=True)
+    layer(x).square().sum().backward()
+    cpu_grad = layer.conv_offset.weight.grad.clone()
+    gpu_layer = ModulatedDeformConv2d(16, 16, 3, padding=1, deformable_groups=4).cuda()
+    gpu_layer.load_state_dict(layer.state_dict())
+    x_gpu = x.detach().cuda().requires_grad_(True)
+    out = gpu_layer(x_gpu)
+    out.square().sum().backward()
+    torch.testing.assert_close(out.cpu(), layer(x).detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gpu_layer.conv_offset.weight.grad.cpu(), cpu_grad, rtol=1e-3, atol=1e-3)

@@ -241,3 +241,29 @@ def test_decoder_mix_modes_and_user_beta():
     dec.load_state_dict(base.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(dec(*inputs), outs["none"])  # β = 0: no LL feature injected
+
+
+# --- the LDM blocks the VQGAN and the decoder share ----------------------------------------------------------
+
+def test_attention_block_equals_the_explicit_formula():
+    from models.layers.vqgan_blocks import AttnBlock
+
+    torch.manual_seed(0)
+    block = AttnBlock(32).double()
+    x = torch.randn(2, 32, 3, 5, dtype=torch.float64)
+    y = block.norm(x)
+    q, k, v = (conv(y).flatten(2) for conv in (block.q, block.k, block.v))  # (B, C, N)
+    weights = torch.softmax(torch.einsum("bci,bcj->bij", q, k) / math.sqrt(32), dim=2)  # query i, key j
+    expected = x + block.proj_out(torch.einsum("bcj,bij->bci", v, weights).view_as(x))
+    torch.testing.assert_close(block(x), expected)
+
+
+def test_downsample_pads_right_and_bottom_only():
+    from models.layers.vqgan_blocks import Downsample
+
+    down = Downsample(32).double()
+    x = torch.randn(1, 32, 6, 6, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 1, 0, 1)), down.conv.weight,
+                                          down.conv.bias, stride=2)
+    torch.testing.assert_close(down(x), expected)
+    assert down(x).shape == (1, 32, 3, 3)
