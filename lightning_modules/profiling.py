@@ -38,7 +38,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 __all__ = [
-    "PRECISIONS", "autocast_for", "output_loss", "make_steps", "time_step", "time_steps", "cpu_peak_memory",
+    "PRECISIONS", "autocast_for", "output_loss", "make_steps", "time_step", "time_steps", "summarize_times",
+    "cpu_peak_memory",
     "benchmark_cpu", "benchmark_cpu_precisions", "benchmark_cuda", "benchmark_cuda_precisions", "state_bytes",
 ]
 
@@ -144,7 +145,8 @@ def cpu_peak_memory(step: Callable[[], None]) -> int | None:
     return peak
 
 
-def _summary(times: list[float], batch: int) -> dict[str, Any]:
+def summarize_times(times: list[float], batch: int) -> dict[str, Any]:
+    """``{"median_ms", "min_ms", "img_per_s" (batch / median), "times_ms"}`` of step times in seconds."""
     median = statistics.median(times)
     return {
         "median_ms": round(median * 1e3, 3),
@@ -206,7 +208,7 @@ def benchmark_cpu_precisions(model: nn.Module, x: torch.Tensor, warmup: int, ite
     for (precision, key), step in steps.items():
         model.zero_grad(set_to_none=True)  # so the step frees nothing that was allocated before profiling
         peak = cpu_peak_memory(step)
-        results[precision][key] = _summary(times[precision, key], x.shape[0])
+        results[precision][key] = summarize_times(times[precision, key], x.shape[0])
         results[precision][key]["peak_mem_mib"] = None if peak is None else round(peak / MIB, 2)
     model.zero_grad(set_to_none=True)
     return results
@@ -248,7 +250,7 @@ def benchmark_cuda_precisions(model: nn.Module, x: torch.Tensor, warmup: int, it
             step()
             torch.cuda.synchronize()
             peak = torch.cuda.max_memory_allocated(device)
-            results[precision][key] = _summary(times[precision, key], x.shape[0])
+            results[precision][key] = summarize_times(times[precision, key], x.shape[0])
             results[precision][key]["peak_mem_mib"] = round((peak - before) / MIB, 2)
             results[precision][key]["peak_mem_abs_mib"] = round(peak / MIB, 2)
         model.zero_grad(set_to_none=True)
