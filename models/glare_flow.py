@@ -191,7 +191,8 @@ class GlareStage2(nn.Module):
         cond = self.condition(low)
         z = cond.color_map
         if heat:
-            z = z + heat * torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+            device = generator.device if generator is not None else z.device
+            z = z + heat * torch.randn(z.shape, generator=generator, device=device).to(z)
         return self.flow.inverse(z, cond.cond_feat)[0]
 
     @torch.no_grad()
