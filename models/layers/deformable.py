@@ -15,6 +15,8 @@ weights and bias 0 (initial offsets 0, mask 0.5).
 
 The offsets can be predicted from the input itself (``forward(x)``) or from another feature
 (``forward(x, feat)``, the "deformable alignment" form, ``offset_in_channels`` wide).
+``modulated=False`` gives DCNv1 (no mask: the predictor outputs the ``2·G·kh·kw`` offsets only), and
+``zero_init_offset=False`` keeps ``nn.Conv2d``'s default initialisation of the predictor.
 torchvision's kernel runs on the CPU and on CUDA; the naive bilinear-sampling reference it is
 checked against lives in ``tests/models/test_deformable.py``.
 """
@@ -51,12 +53,15 @@ class ModulatedDeformConv2d(nn.Module):
         bias: learnable output bias (initialised to 0).
         offset_in_channels: width of the feature the offsets/masks are predicted from
             (default ``in_channels``).
+        modulated: DCNv2 (masks, default) or DCNv1 (no mask).
+        zero_init_offset: zero the predictor's weights and bias (default), else PyTorch's default init.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] = 3,
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, deformable_groups: int = 1,
-                 bias: bool = True, offset_in_channels: int | None = None) -> None:
+                 bias: bool = True, offset_in_channels: int | None = None, modulated: bool = True,
+                 zero_init_offset: bool = True) -> None:
         super().__init__()
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"channels ({in_channels}, {out_channels}) must be divisible by groups={groups}")
@@ -66,11 +71,13 @@ class ModulatedDeformConv2d(nn.Module):
         self.kernel_size = _pair(kernel_size)
         self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
         self.groups, self.deformable_groups = groups, deformable_groups
+        self.modulated, self.zero_init_offset = modulated, zero_init_offset
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         kh, kw = self.kernel_size
-        self.conv_offset = nn.Conv2d(offset_in_channels or in_channels, 3 * deformable_groups * kh * kw,
-                                     self.kernel_size, self.stride, self.padding, self.dilation, bias=True)
+        predicted = (3 if modulated else 2) * deformable_groups * kh * kw
+        self.conv_offset = nn.Conv2d(offset_in_channels or in_channels, predicted, self.kernel_size, self.stride,
+                                     self.padding, self.dilation, bias=True)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -78,12 +85,16 @@ class ModulatedDeformConv2d(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:
             nn.init.zeros_(self.bias)
-        nn.init.zeros_(self.conv_offset.weight)
-        nn.init.zeros_(self.conv_offset.bias)
+        if self.zero_init_offset:
+            nn.init.zeros_(self.conv_offset.weight)
+            nn.init.zeros_(self.conv_offset.bias)
+        else:
+            self.conv_offset.reset_parameters()
 
-    def offset_and_mask(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Offsets ``(B, 2·G·kh·kw, H', W')`` and masks ``(B, G·kh·kw, H', W')`` predicted from ``feat``."""
-        return split_offset_mask(self.conv_offset(feat))
+    def offset_and_mask(self, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Offsets ``(B, 2·G·kh·kw, H', W')`` and masks ``(B, G·kh·kw, H', W')`` (``None`` for DCNv1) from ``feat``."""
+        out = self.conv_offset(feat)
+        return split_offset_mask(out) if self.modulated else (out, None)
 
     def forward(self, x: torch.Tensor, feat: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: the features sampled; ``feat``: where offsets/masks come from (default ``x``)."""
@@ -94,4 +105,4 @@ class ModulatedDeformConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
-                f"deformable_groups={self.deformable_groups}, bias={self.bias is not None}")
+                f"deformable_groups={self.deformable_groups}, bias={self.bias is not None}, modulated={self.modulated}")

@@ -121,3 +121,18 @@ def test_cuda_matches_cpu():
     out.square().sum().backward()
     torch.testing.assert_close(out.cpu(), layer(x).detach(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gpu_layer.conv_offset.weight.grad.cpu(), cpu_grad, rtol=1e-3, atol=1e-3)
+
+
+def test_unmodulated_depthwise_form_matches_naive_reference():
+    """DCNv1 (no mask), depthwise, predictor with PyTorch's default init (the D-LKA form)."""
+    torch.manual_seed(0)
+    layer = ModulatedDeformConv2d(6, 6, 3, padding=3, dilation=3, groups=6, bias=False, modulated=False,
+                                  zero_init_offset=False).double()
+    assert layer.conv_offset.out_channels == 18 and layer.conv_offset.weight.abs().sum() > 0
+    with torch.no_grad():
+        layer.conv_offset.weight.mul_(8.0)  # offsets of a few pixels
+    x = torch.randn(1, 6, 7, 7, dtype=torch.float64)
+    offset = layer.conv_offset(x)
+    assert offset.abs().max() > 1.0
+    ref = _naive_dcnv2(x, offset, torch.ones(1, 9, 7, 7, dtype=torch.float64), layer.weight, None, 1, 3, 3, 6)
+    torch.testing.assert_close(layer(x), ref, rtol=1e-9, atol=1e-10)
