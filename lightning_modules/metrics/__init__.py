@@ -5,6 +5,8 @@
 * ``pixel_pooled`` -- binary DSC/SE/SP/ACC from counts pooled over a test set (skin lesions), torchmetrics.
 * ``convformer_protocol`` -- the ConvFormer release's 2-D protocol: per-patient (ACDC) or per-image (ISIC)
   Dice/IoU/ACC/SE/SP, its row-vector L1 "HD" (``row_hausdorff_l1``) and a 2-D HD95.
+* ``enhancement`` -- the GLARE release's low-light metrics: PSNR, MATLAB-style SSIM, LPIPS, each plain and
+  after the GT-mean brightness correction (``test/psnr`` and ``test/psnr_gt_mean``, ...).
 * ``summary`` -- the flat ``'/'`` metric keys (``flatten_metrics``) and the task-independent ``MetricReport``.
 
 Next conventions go in their own modules: ``miou.py`` (dataset-accumulated
@@ -28,6 +30,19 @@ from lightning_modules.metrics.convformer_protocol import (
     patient_id,
     row_hausdorff_l1,
     slice_hd95,
+)
+from lightning_modules.metrics.enhancement import (
+    BT601_GRAY_WEIGHTS,
+    ENHANCEMENT_SCORES,
+    RELEASE_GRAY_WEIGHTS,
+    EnhancementEvaluator,
+    enhancement_report,
+    gray_mean,
+    gt_mean_correct,
+    load_lpips_alex,
+    psnr,
+    ssim_uint8,
+    to_uint8_levels,
 )
 from lightning_modules.metrics.pixel_pooled import (
     BinaryConfusionAccumulator,
@@ -87,4 +102,16 @@ __all__ = [
     "case_scores",
     "mean_foreground_dice",
     "convformer_report",
+    # enhancement
+    "RELEASE_GRAY_WEIGHTS",
+    "BT601_GRAY_WEIGHTS",
+    "ENHANCEMENT_SCORES",
+    "gray_mean",
+    "gt_mean_correct",
+    "to_uint8_levels",
+    "psnr",
+    "ssim_uint8",
+    "load_lpips_alex",
+    "EnhancementEvaluator",
+    "enhancement_report",
 ]
