@@ -22,6 +22,9 @@ From ``code/models/VQLLFLOWD_model.py`` (``optimize_parameters``), ``code/models
   scale's term to the 4th power (standard MS-SSIM: ``prod(cs[:4]^w[:4]) · ssim[4]^w[4]``,
   ``product="standard"``). Written by hand because torchmetrics' MS-SSIM differs in every one
   of these points (per-image scores, reflection padding, the standard product, fixed range).
+  The vendored package's source is not in the stored snapshot of the release (only its
+  ``.pyc``); both published versions of jorge-pessoa/pytorch-msssim compute the above for
+  ``normalize=True``.
 
 The logged terms are the weighted ones, as the release logs them (``l1``, ``perceptual`` = 0.01
 P, ``ms_ssim`` = 0.2 (1 − MS-SSIM)).
