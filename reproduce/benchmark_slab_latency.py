@@ -29,6 +29,12 @@ fused softmax ``Attention``), and the whole DeiT-T baseline against merged SLAB-
 sizes (N = (size/16)²). Writes ``latency.json`` (with provenance: commit, dirty flag, machine,
 load average before and after, threads, command), ``latency.md`` rendered from it alone and
 ``latency.png`` (matplotlib, Agg).
+
+Threads: a thread check first times the baseline forward at 1 thread, at ``--threads`` and at the
+usable core count, round-robin, and the Markdown says which was fastest. On a machine whose cores
+other jobs also use, more threads can be several times slower (measured on the project's shared
+2-core machine at load 5: DeiT-T 224² batch 1 took 44 ms at 1 thread, 225 ms at 2), so the
+committed run uses ``--threads 1``.
 """
 import _bootstrap  # noqa: F401, I001  (first: puts the repository root on sys.path)
 
@@ -46,6 +52,7 @@ from typing import Any
 
 import torch
 from timm.models.vision_transformer import Attention
+from torch import nn
 from tqdm.auto import tqdm
 
 from ablations.framework.provenance import REPO_ROOT, machine, provenance
@@ -165,6 +172,30 @@ def model_sweep(sizes: tuple[int, ...], warmup: int, rounds: int, quick: bool, d
             "device": device.type, "points": points}
 
 
+def thread_check(model: nn.Module, x: torch.Tensor, counts: tuple[int, ...], warmup: int,
+                 rounds: int) -> dict[str, Any]:
+    """The same forward at several ``torch.set_num_threads`` values, round-robin (restores the setting).
+
+    On a shared machine more threads than free cores can be much slower (OpenMP threads wait at
+    barriers for descheduled peers); this records whether the chosen thread count was sane.
+    """
+    previous = torch.get_num_threads()
+    fwd = make_steps(model, x)["fwd"]
+
+    def at(n: int) -> Callable[[], None]:
+        def step() -> None:
+            torch.set_num_threads(n)
+            fwd()
+        return step
+
+    try:
+        times = time_steps({n: at(n) for n in counts}, warmup, rounds)
+    finally:
+        torch.set_num_threads(previous)
+    return {"batch_size": x.shape[0], "model": BASELINE,
+            "median_ms": {str(n): round(statistics.median(t) * 1e3, 3) for n, t in times.items()}}
+
+
 def cuda_section(forms: dict[str, dict[str, Any]], size: int, batch: int, warmup: int, rounds: int) -> dict[str, Any]:
     """Latency (batch 1) and throughput (``batch``) of every form on the current CUDA device, float32."""
     device = torch.device("cuda", torch.cuda.current_device())
@@ -206,6 +237,8 @@ def run(*, family: str = "deit", quick: bool = False, threads: int | None = None
                        "rounds": rounds, "warmup": warmup, "threads": torch.get_num_threads(), "baseline": BASELINE,
                        "step": "eval mode, torch.no_grad(), forward only (lightning_modules.profiling.make_steps)"}
     doc["merge_max_abs_diff"] = merge_difference(forms, x[:2])
+    counts = tuple(sorted({1, torch.get_num_threads(), doc["machine"]["cpu_usable"] or 1}))
+    doc["thread_check"] = thread_check(forms[BASELINE]["model"], x[:1], counts, warmup, max(3, rounds // 4))
     doc["models"] = [{"key": k, "label": f["label"], "constructor": f["constructor"], "merged": f["merged"],
                       "params": f["params"]} for k, f in forms.items()]
     print(f"timing {len(forms)} forms on the CPU ({rounds} rounds, batch {batch_size}) ...", file=sys.stderr)
@@ -231,6 +264,22 @@ def _ms(t: dict[str, Any]) -> str:
     return f"{t['median_ms']:.2f}"
 
 
+def _thread_lines(check: dict[str, Any] | None, threads: int) -> list[str]:
+    if not check:
+        return []
+    medians = {int(n): ms for n, ms in check["median_ms"].items()}
+    text = ", ".join(f"{n} thread{'s' if n > 1 else ''} {ms:.2f} ms" for n, ms in sorted(medians.items()))
+    fastest = min(medians, key=medians.get)
+    if fastest == threads:
+        verdict = f"the run's {threads} was the fastest"
+    elif fastest < threads:
+        verdict = (f"{fastest} ran fastest: with more threads than free cores the OpenMP threads wait for each "
+                   "other, so this run's absolute times are inflated")
+    else:
+        verdict = f"{fastest} ran fastest: this run used fewer threads than the machine had free"
+    return [f"Thread check (baseline, batch {check['batch_size']}, round-robin): {text}; {verdict}.", ""]
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     """``latency.md`` from the document alone."""
     s, m = doc["settings"], doc["machine"]
@@ -253,6 +302,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         f"Merged vs unmerged SLAB output: max |difference| = {doc['merge_max_abs_diff']:.2e} (eval).",
         "",
+        *_thread_lines(doc.get("thread_check"), s["threads"]),
         "## CPU",
         "",
         "| model | constructor | params | median ms | img/s | ratio of medians | per-round ratio (range) "

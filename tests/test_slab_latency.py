@@ -43,8 +43,10 @@ def test_quick_run_writes_json_markdown_and_plot(bench, tmp_path):
     assert all(p["ratios"]["sla"]["ratio_of_medians"] > 0 for p in layer)
     assert all(p["ratios"]["slab_merged"]["ratio_of_medians"] > 0 for p in model)
     assert doc["cuda"] is None
+    assert "1" in doc["thread_check"]["median_ms"] and all(v > 0 for v in doc["thread_check"]["median_ms"].values())
     md = (tmp_path / "latency.md").read_text()
-    assert md == bench.render_markdown(doc) and "shared" in md and str(doc["machine"]["load_avg_1m"]) in md
+    assert md == bench.render_markdown(doc) and "shared" in md and "Thread check" in md
+    assert str(doc["machine"]["load_avg_1m"]) in md
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "latency.md").unlink()
     assert bench.main(["--render-only", "--out-dir", str(tmp_path)]) == 0
