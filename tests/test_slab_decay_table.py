@@ -24,6 +24,7 @@ def test_schedules_keep_the_recipe_T_in_each_mode(schedule):
     full = variant.overrides[NET + "norm_kwargs"]
     quick = variant.quick_overrides[NET + "norm_kwargs"]
     assert full == {**common.norm_kwargs_of(TABLE.recipe), "schedule": schedule}
+    assert variant.overrides[NET + "norm"] == "prepbn"
     assert (full["T"], quick["T"]) == (60_000, 240)
     assert quick["schedule"] == schedule and quick["counting"] == "global_step"
 
@@ -57,3 +58,16 @@ def test_gamma_figure_is_drawn(tmp_path, monkeypatch):
     png = tmp_path / "t.gamma.png"
     common.plot_gamma_curves(json.loads(json.dumps(results)), png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_segmentation_host_rows():
+    from ablations.slab.table_repbn_decay_cswin_unet import TABLE as SEG
+
+    assert [v.name for v in SEG.variants] == [v.name for v in TABLE.variants]
+    assert SEG.variant("ln").overrides[NET + "norm"] == "layernorm"  # the faithful CSWin-UNet
+    step = SEG.variant("prepbn_step")
+    assert (step.overrides[NET + "T"], step.quick_overrides[NET + "T"]) == (11_160, 243)
+    recalibration = {v.name: (v.overrides["trainer.callbacks+"][1]["init_args"]["epochs"],
+                              v.quick_overrides["trainer.callbacks+"][1]["init_args"]["epochs"])
+                     for v in SEG.variants}
+    assert set(recalibration.values()) == {(10, 2)}

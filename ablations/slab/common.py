@@ -8,13 +8,12 @@ Rows (every one on the same host, attention and recipe; only the norms change):
 * ``prepbn_cosine``, ``prepbn_step``: the same T with the project's cosine and 4-step decays
   (models/layers/repbn.py; the official code has only the linear schedule, spec §5).
 
-A variant that changes the schedule gives the whole ``norm_kwargs`` of its recipe (a dict
-replaces, it does not merge, in LightningCLI configs), read from the recipe and quick files so
-that T stays the recipe's in each mode.
+Each host's table says how a row is built (:func:`decay_variants`); T stays the recipe's in
+each mode (the quick layer's T in ``--quick``).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,17 +46,25 @@ def norm_kwargs_of(*config_files: str) -> dict[str, Any]:
     return dict(found)
 
 
-def decay_variants(net: str, recipe: str, quick_recipe: str,
-                   paper: Mapping[str, Mapping[str, float | None]]) -> tuple[Variant, ...]:
-    """The six rows; ``net`` is the dotted prefix of the net's init_args, ``paper`` per row name."""
-    full, quick = norm_kwargs_of(recipe), norm_kwargs_of(recipe, quick_recipe)
-    rows = [Variant(name, {net + "norm": name}, text, dict(paper.get(name, {}))) for name, text in NORM_ROWS.items()]
+def decay_variants(norm_row: Callable[[str], dict[str, Any]], schedule_row: Callable[[str, bool], dict[str, Any]],
+                   T: tuple[int, int], paper: Mapping[str, Mapping[str, float | None]],
+                   common: tuple[dict[str, Any], dict[str, Any]] = ({}, {})) -> tuple[Variant, ...]:
+    """The six rows of a host.
+
+    ``norm_row(name)`` gives the overrides of the ``ln`` / ``bn`` / ``repbn`` rows,
+    ``schedule_row(schedule, quick)`` those of a PRepBN row (the recipe's or the quick layer's T);
+    ``T`` is (recipe, quick) for the descriptions, ``paper`` the paper's values per row name and
+    ``common`` (overrides, quick overrides) what every row adds.
+    """
+    full, quick = common
+    rows = [Variant(name, {**full, **norm_row(name)}, text, dict(paper.get(name, {})),
+                    quick_overrides=dict(quick)) for name, text in NORM_ROWS.items()]
     for schedule in SCHEDULES:
         name = f"prepbn_{schedule}"
         rows.append(Variant(
-            name, {net + "norm": "prepbn", net + "norm_kwargs": {**full, "schedule": schedule}},
-            f"PRepBN, {SCHEDULE_TEXT[schedule]}, T = {full['T']:,} steps (quick: {quick['T']:,})",
-            dict(paper.get(name, {})), quick_overrides={net + "norm_kwargs": {**quick, "schedule": schedule}}))
+            name, {**full, **schedule_row(schedule, False)},
+            f"PRepBN, {SCHEDULE_TEXT[schedule]}, T = {T[0]:,} steps (quick: {T[1]:,})",
+            dict(paper.get(name, {})), quick_overrides={**quick, **schedule_row(schedule, True)}))
     return tuple(rows)
 
 

@@ -11,10 +11,14 @@ row's γ against the step, read from its run's ``train/repbn_gamma``.
 from __future__ import annotations
 
 from ablations.framework.table import PARAMS, SECONDS, AblationTable, Metric
-from ablations.slab.common import decay_variants
+from ablations.slab.common import decay_variants, norm_kwargs_of
 
 RECIPE = "reproduce/configs/slab/deit_t.yaml"
 QUICK_RECIPE = "reproduce/configs/slab/quick.yaml"
+NET = "model.init_args.net.init_args."
+# SLABVisionTransformer takes the norm's settings as one dict, which a later config replaces
+# whole: a schedule row gives the recipe's (or the quick layer's) dict with its schedule.
+NORM_KWARGS = {False: norm_kwargs_of(RECIPE), True: norm_kwargs_of(RECIPE, QUICK_RECIPE)}
 TOP1 = Metric("test/top1", "Top-1 (%)", True)
 TOP5 = Metric("test/top5", "Top-5 (%)", True)
 
@@ -24,8 +28,11 @@ TABLE = AblationTable(
     dataset="imagenet", recipe=RECIPE, quick_recipe=QUICK_RECIPE,
     synthetic_data="reproduce/configs/_base_/synthetic_imagenet.yaml",
     metrics=(TOP1, TOP5, PARAMS, SECONDS),
-    variants=decay_variants("model.init_args.net.init_args.", RECIPE, QUICK_RECIPE,
-                            {"prepbn_linear": {TOP1.name: 74.3}}),
+    variants=decay_variants(
+        lambda name: {NET + "norm": name},
+        lambda schedule, quick: {NET + "norm": "prepbn",
+                                 NET + "norm_kwargs": {**NORM_KWARGS[quick], "schedule": schedule}},
+        (NORM_KWARGS[False]["T"], NORM_KWARGS[True]["T"]), {"prepbn_linear": {TOP1.name: 74.3}}),
     paper_source=(
         "SLAB (ICML 2024, arXiv 2405.11582). The decay-strategy ablation's numbers, backbone and T are not in "
         "the available sources (shared/papers/slab.md §5): unknown. prepbn_linear is the released slab_deit_t "
