@@ -15,7 +15,7 @@ def test_rows_and_naming():
     assert [v.name for v in TABLE.variants] == ["ln", "bn", "repbn", "prepbn_linear", "prepbn_cosine",
                                                 "prepbn_step"]
     assert TABLE.command == "python reproduce/table_repbn_decay.py"
-    assert TABLE.variant("prepbn_linear").paper == {"test/top1": 74.3}
+    assert all(value is None for v in TABLE.variants for value in v.paper.values())  # unknown in the sources
 
 
 @pytest.mark.parametrize("schedule", common.SCHEDULES)
