@@ -264,3 +264,30 @@ def test_committed_data_check_benchmark_markdown_is_the_rendering_of_its_json():
 
     path = RESULTS / "data_check_benchmark.json"
     assert path.with_suffix(".md").read_text() == benchmark_data_check.render(json.loads(path.read_text()))
+
+
+def test_a_model_with_example_inputs_gets_them_and_tuple_outputs_train():
+    from models import create_model
+
+    torch = pytest.importorskip("torch")
+    decoder = create_model("glare_decoder_test")  # forward(z, [v1, v0], [e0, e1]): several inputs, nested
+    torch.manual_seed(0)
+    x, *rest = benchmarks.model_inputs(decoder, model_info("glare_decoder_test").input_size, 2)
+    bound = benchmarks._BoundInputs(decoder, tuple(rest))
+    with torch.no_grad():
+        torch.testing.assert_close(bound(x), decoder(x, *rest), rtol=0, atol=0)
+    assert len(list(bound.buffers())) == len(list(decoder.buffers())) + 4  # v1, v0, e0, e1 move with .to()
+    assert not any(k.startswith("rest_") for k in bound.state_dict())
+
+    record = benchmark_model("glare_decoder_test", warmup=0, iters=1, precisions=("32-true",), cuda=False)
+    assert record["input_shapes"] == [[1, 3, 4, 4], [1, 64, 8, 8], [1, 32, 16, 16], [1, 32, 16, 16], [1, 64, 8, 8]]
+    assert record["params_total"] == sum(p.numel() for p in decoder.parameters())
+    assert record["macs_conv_linear"] > 0 and record["cpu"]["32-true"]["fwd_bwd"]["img_per_s"] > 0
+    vqgan = benchmark_model("glare_vqgan_test", warmup=0, iters=1, precisions=("32-true",), cuda=False)
+    assert "input_shapes" not in vqgan  # one input tensor, as before; its output is (image, codebook loss)
+    assert vqgan["cpu"]["32-true"]["fwd_bwd"]["img_per_s"] > 0
+
+    torch.manual_seed(0)
+    (plain,) = benchmarks.model_inputs(torch.nn.Identity(), (3, 8, 8), 2)  # no example_inputs: one randn
+    torch.manual_seed(0)
+    torch.testing.assert_close(plain, torch.randn(2, 3, 8, 8), rtol=0, atol=0)

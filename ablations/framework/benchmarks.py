@@ -1,7 +1,8 @@
 """Complexity and throughput of registered models: the records behind ``results/benchmarks.{json,md}``.
 
 For each model, built with its registry defaults, at the registry ``input_size``
-(:func:`benchmark_model`):
+(:func:`benchmark_model`; a model taking several inputs defines ``example_inputs(batch_size)``,
+the registry tests' convention, and is fed those instead, :func:`model_inputs`):
 
 * **Parameters**, total and trainable (:func:`lightning_modules.complexity.count_parameters`).
 * **MACs, two conventions**, per image (counted on a batch of 1): ``macs_conv_linear``
@@ -9,7 +10,8 @@ For each model, built with its registry defaults, at the registry ``input_size``
   ``macs_all`` (``FlopCounterMode`` / 2, every matrix product); definitions in
   :mod:`lightning_modules.complexity`.
 * **Throughput and peak memory** of the forward step (eval, ``no_grad``) and of the
-  training step (forward + backward of ``output.float().mean()``), in float32
+  training step (forward + backward of ``output.float().mean()``, summed over the tensors of a
+  tuple/list/dict output, :func:`lightning_modules.profiling.output_loss`), in float32
   (``"32-true"``) and in bf16 autocast (``"bf16-mixed"``), on the CPU and, where
   ``torch.cuda.is_available()``, on CUDA; the four steps of one model and device are
   timed round-robin, so machine load hits them alike (models are timed one after
@@ -41,6 +43,7 @@ The document written by :func:`write_benchmarks` (schema :data:`SCHEMA_VERSION`)
      "command": "python reproduce/benchmark.py ...", "machine": {...},                       # machine()
      "settings": {...}, "mac_conventions": {...},
      "models": [{"model": ..., "params_total": ..., "macs_conv_linear": ..., "macs_all": ...,
+                 "input_shapes": [[...], ...],      # only for a model fed its example_inputs (batch 1)
                  "reference": {"file", "source", "input_size", "values", "labels"} | null,
                  "reference_match": {key: bool} | null,
                  "cpu": {"32-true": {"fwd": {...}, "fwd_bwd": {...}, ...}, "bf16-mixed": {...}},
@@ -61,11 +64,12 @@ import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-from collections.abc import Callable, Iterable, Mapping, Sequence  # noqa: E402
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from ablations.framework.provenance import REPO_ROOT, machine, provenance  # noqa: E402
@@ -95,6 +99,7 @@ __all__ = [
     "load_references",
     "reference_for",
     "select_models",
+    "model_inputs",
     "benchmark_model",
     "run_benchmarks",
     "write_benchmarks",
@@ -243,6 +248,52 @@ def select_models(pattern: str = "*", *, include_test: bool = False) -> list[str
     return names
 
 
+def model_inputs(model: nn.Module, input_size: Sequence[int], batch_size: int) -> tuple[Any, ...]:
+    """The positional inputs of one benchmark call: ``model.example_inputs(batch_size)`` where the model
+    defines it (tensors, or lists/dicts of them), else one ``torch.randn(batch_size, *input_size)``."""
+    if hasattr(model, "example_inputs"):
+        inputs = tuple(model.example_inputs(batch_size))
+        if not inputs or not isinstance(inputs[0], torch.Tensor):
+            raise TypeError(f"{type(model).__name__}.example_inputs must return a tuple starting with a tensor")
+        return inputs
+    return (torch.randn(batch_size, *input_size),)
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    values = obj.values() if isinstance(obj, Mapping) else obj if isinstance(obj, (list, tuple)) else ()
+    return [t for value in values for t in _tensors(value)]
+
+
+def _rebuild(obj: Any, tensors: Iterator[torch.Tensor]) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return next(tensors)
+    if isinstance(obj, Mapping):
+        return {key: _rebuild(value, tensors) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_rebuild(value, tensors) for value in obj)
+    return obj
+
+
+class _BoundInputs(nn.Module):
+    """``model(x, *rest)`` as a one-tensor module, for :mod:`lightning_modules.profiling` (which times ``m(x)``).
+
+    ``rest`` (the other example inputs) is held as non-persistent buffers, so it moves with ``.to(device)``.
+    """
+
+    def __init__(self, model: nn.Module, rest: tuple[Any, ...]) -> None:
+        super().__init__()
+        self.model, self._rest = model, rest  # the structure; its tensors are read from the buffers
+        self._count = len(_tensors(rest))
+        for i, tensor in enumerate(_tensors(rest)):
+            self.register_buffer(f"rest_{i}", tensor, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        tensors = iter([getattr(self, f"rest_{i}") for i in range(self._count)])
+        return self.model(x, *_rebuild(self._rest, tensors))
+
+
 def benchmark_model(
     name: str,
     *,
@@ -278,9 +329,11 @@ def benchmark_model(
         "weights_mib": round(state_bytes(model) / MIB, 2),
     }
     progress("MACs")
-    one = torch.randn(1, *info.input_size)
-    record["macs_conv_linear"] = macs_conv_linear(model, one)
-    by_op = macs_all_by_op(model, one)
+    one = model_inputs(model, info.input_size, 1)
+    if hasattr(model, "example_inputs"):
+        record["input_shapes"] = [list(t.shape) for t in _tensors(one)]
+    record["macs_conv_linear"] = macs_conv_linear(model, *one)
+    by_op = macs_all_by_op(model, *one)
     record["macs_all"] = sum(by_op.values())
     record["macs_all_by_op"] = by_op
 
@@ -293,13 +346,14 @@ def benchmark_model(
         else None
     )
 
-    x = torch.randn(batch_size, *info.input_size)
+    x, *rest = model_inputs(model, info.input_size, batch_size)
+    timed = _BoundInputs(model, tuple(rest)) if rest else model
     progress("CPU " + " + ".join(precisions))
-    record["cpu"] = benchmark_cpu_precisions(model, x, warmup, iters, precisions)
+    record["cpu"] = benchmark_cpu_precisions(timed, x, warmup, iters, precisions)
     record["cuda"] = None
     if cuda and torch.cuda.is_available():
         progress("CUDA " + " + ".join(precisions))
-        record["cuda"] = benchmark_cuda_precisions(model, x, cuda_warmup, cuda_iters, precisions)
+        record["cuda"] = benchmark_cuda_precisions(timed, x, cuda_warmup, cuda_iters, precisions)
     return record
 
 
