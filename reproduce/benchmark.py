@@ -3,6 +3,7 @@
     python reproduce/benchmark.py                          # every non-test model
     python reproduce/benchmark.py --models 'cswin*' --iters 50
     python reproduce/benchmark.py --models cswin_unet_test --include-test --out-dir /tmp/bench
+    python reproduce/benchmark.py --models 'glare*' --out-dir /tmp/bench   # GLARE: each stage and the whole
 
 What is measured, the JSON schema and the reference files: ablations/framework/benchmarks.py.
 """
@@ -18,8 +19,11 @@ from ablations.framework.benchmarks import run_benchmarks, select_models, write_
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="*", help="glob over registered model names (default: all)")
+    summary, examples = __doc__.split("\n\n")[:2]
+    parser = argparse.ArgumentParser(description=summary, epilog="examples:\n" + examples,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="*",
+                        help="glob over registered model names, e.g. 'glare*' (default: every non-test model)")
     parser.add_argument("--include-test", action="store_true", help="also benchmark the tiny *_test models")
     parser.add_argument("--batch-size", type=int, default=1, help="images per timed step (MACs are per image)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed CPU steps before timing")

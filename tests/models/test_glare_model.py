@@ -278,3 +278,16 @@ def test_load_released_files(tmp_path):
         create_model("glare_test").load_released(tmp_path / "broken.pth")
     with pytest.raises(FileNotFoundError):
         create_model("glare_test").load_released(tmp_path / "absent.pth")
+
+
+def test_benchmark_references_are_our_exact_counts_at_the_registry_sizes():
+    from ablations.framework.benchmarks import load_reference_file, reference_files
+
+    path = next(p for p in reference_files() if p.parent.name == "glare")
+    references = load_reference_file(path)
+    assert set(references) == {"glare", "glare_vqgan", "glare_stage2", "glare_decoder"}
+    for name, entry in references.items():
+        with torch.device("meta"):
+            model = create_model(name)
+        assert _count(model.parameters()) == entry["values"]["params_total"], name
+        assert tuple(entry["input_size"]) == model_info(name).input_size, name
