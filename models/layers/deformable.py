@@ -99,6 +99,14 @@ class ModulatedDeformConv2d(nn.Module):
     def forward(self, x: torch.Tensor, feat: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: the features sampled; ``feat``: where offsets/masks come from (default ``x``)."""
         offset, mask = self.offset_and_mask(x if feat is None else feat)
+        if torch.is_autocast_enabled(x.device.type):
+            # torchvision has an autocast rule for CUDA only (float32, output in x's dtype): the same everywhere
+            with torch.autocast(x.device.type, enabled=False):
+                out = deform_conv2d(x.float(), offset.float(), self.weight.float(),
+                                    None if self.bias is None else self.bias.float(), stride=self.stride,
+                                    padding=self.padding, dilation=self.dilation,
+                                    mask=None if mask is None else mask.float())
+            return out.to(x.dtype)
         return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
                              dilation=self.dilation, mask=mask)
 
