@@ -41,6 +41,7 @@ import _bootstrap  # noqa: F401, I001  (first: puts the repository root on sys.p
 import argparse
 import copy
 import json
+import math
 import os
 import shlex
 import statistics
@@ -76,6 +77,8 @@ LAYER_DIM, LAYER_HEADS = 192, 3  # DeiT-T's attention
 GRIDS = {"full": (14, 28, 42, 56, 84, 112), "quick": (4, 8, 16)}
 IMAGE_SIZES = {"full": (112, 224, 336, 448), "quick": (32, 64)}
 QUICK_DEIT = dict(depth=2, img_size=64)  # 4 × 4 patches
+#: A sweep point is timed for at least this long (more rounds for the fast small-N points, at most 200).
+SWEEP_MIN_SECONDS = 4.0
 
 
 # ------------------------------------------------------------------------------------------- models
@@ -131,15 +134,33 @@ def time_forms(forms: dict[str, dict[str, Any]], x: torch.Tensor, warmup: int, r
             "ratios": ratios(times)}
 
 
+def rounds_for(steps: dict[str, Callable[[], None]], rounds: int, min_seconds: float, cap: int = 200,
+               sync: Callable[[], None] | None = None) -> int:
+    """At least ``rounds`` and enough for ``min_seconds`` of timing (one round timed to estimate), at most ``cap``."""
+    if min_seconds <= 0:
+        return rounds
+    start = time.perf_counter()
+    for step in steps.values():
+        step()
+    if sync:
+        sync()
+    per_round = max(time.perf_counter() - start, 1e-6)
+    return max(rounds, min(cap, math.ceil(min_seconds / per_round)))
+
+
 def _sweep_point(steps: dict[str, Callable[[], None]], warmup: int, rounds: int, batch: int,
-                 sync: Callable[[], None] | None, baseline: str) -> dict[str, Any]:
-    times = time_steps(steps, warmup, rounds, sync=sync)
-    return {"timings": {k: summarize_times(t, batch) for k, t in times.items()},
+                 sync: Callable[[], None] | None, baseline: str, min_seconds: float) -> dict[str, Any]:
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    rounds = rounds_for(steps, rounds, min_seconds, sync=sync)
+    times = time_steps(steps, 0, rounds, sync=sync)
+    return {"rounds": rounds, "timings": {k: summarize_times(t, batch) for k, t in times.items()},
             "ratios": {k: v for k, v in ratios(times, baseline).items() if k != baseline}}
 
 
 def layer_sweep(grids: tuple[int, ...], warmup: int, rounds: int, device: torch.device,
-                sync: Callable[[], None] | None = None) -> dict[str, Any]:
+                sync: Callable[[], None] | None = None, min_seconds: float = 0.0) -> dict[str, Any]:
     """SLA vs timm's softmax ``Attention`` over ``g × g`` tokens (width 192, 3 heads, batch 1, eval)."""
     points = []
     for g in tqdm(grids, desc=f"attention layer sweep ({device.type})", unit="grid"):
@@ -148,7 +169,8 @@ def layer_sweep(grids: tuple[int, ...], warmup: int, rounds: int, device: torch.
                   "sla": SimplifiedLinearAttention(LAYER_DIM, LAYER_HEADS, window_size=(g, g))}
         x = torch.randn(1, g * g, LAYER_DIM, device=device)
         steps = {k: make_steps(m.to(device).eval(), x)["fwd"] for k, m in layers.items()}
-        points.append({"grid": g, "tokens": g * g, **_sweep_point(steps, warmup, rounds, 1, sync, "softmax")})
+        points.append({"grid": g, "tokens": g * g,
+                       **_sweep_point(steps, warmup, rounds, 1, sync, "softmax", min_seconds)})
     return {"dim": LAYER_DIM, "heads": LAYER_HEADS, "batch_size": 1, "device": device.type,
             "softmax": "timm.models.vision_transformer.Attention (fused scaled_dot_product_attention)",
             "sla": "models.layers.linear_attention.SimplifiedLinearAttention (window = the g × g grid)",
@@ -156,7 +178,7 @@ def layer_sweep(grids: tuple[int, ...], warmup: int, rounds: int, device: torch.
 
 
 def model_sweep(sizes: tuple[int, ...], warmup: int, rounds: int, quick: bool, device: torch.device,
-                sync: Callable[[], None] | None = None) -> dict[str, Any]:
+                sync: Callable[[], None] | None = None, min_seconds: float = 0.0) -> dict[str, Any]:
     """DeiT-T (LayerNorm + softmax) against merged SLAB-DeiT-T over image sizes (batch 1, eval)."""
     extra = {"depth": QUICK_DEIT["depth"]} if quick else {}
     points = []
@@ -167,7 +189,7 @@ def model_sweep(sizes: tuple[int, ...], warmup: int, rounds: int, quick: bool, d
         x = torch.randn(1, 3, size, size, device=device)
         steps = {k: make_steps(m.to(device).eval(), x)["fwd"] for k, m in models.items()}
         points.append({"img_size": size, "tokens": (size // 16) ** 2,
-                       **_sweep_point(steps, warmup, rounds, 1, sync, "ln_softmax")})
+                       **_sweep_point(steps, warmup, rounds, 1, sync, "ln_softmax", min_seconds)})
     return {"network": "DeiT-T" + (f" (depth {extra['depth']})" if extra else ""), "batch_size": 1,
             "device": device.type, "points": points}
 
@@ -244,9 +266,12 @@ def run(*, family: str = "deit", quick: bool = False, threads: int | None = None
     print(f"timing {len(forms)} forms on the CPU ({rounds} rounds, batch {batch_size}) ...", file=sys.stderr)
     doc["cpu"] = time_forms(forms, x, warmup, rounds)
     sweep_rounds = max(3, rounds // 2) if not quick else rounds
+    min_seconds = 0.0 if quick else SWEEP_MIN_SECONDS
+    doc["settings"]["sweep_rounds_min"], doc["settings"]["sweep_min_seconds"] = sweep_rounds, min_seconds
     cpu = torch.device("cpu")
-    doc["layer_sweep"] = {"cpu": layer_sweep(GRIDS[mode], warmup, sweep_rounds, cpu)}
-    doc["model_sweep"] = {"cpu": model_sweep(IMAGE_SIZES[mode], warmup, sweep_rounds, quick, cpu)}
+    doc["layer_sweep"] = {"cpu": layer_sweep(GRIDS[mode], warmup, sweep_rounds, cpu, min_seconds=min_seconds)}
+    doc["model_sweep"] = {"cpu": model_sweep(IMAGE_SIZES[mode], warmup, sweep_rounds, quick, cpu,
+                                             min_seconds=min_seconds)}
     doc["cuda"] = None
     if cuda and torch.cuda.is_available():
         doc["cuda"] = cuda_section(forms, size, cuda_batch, cuda_warmup, cuda_rounds)
@@ -334,17 +359,21 @@ def render_markdown(doc: dict[str, Any]) -> str:
         lines += ["", f"## Attention layer alone over N tokens ({device})", "",
                   f"Width {sweep['dim']}, {sweep['heads']} heads, batch 1. Softmax: {sweep['softmax']}; SLA: "
                   f"{sweep['sla']}. Ratio: SLA throughput / softmax throughput (median of per-round ratios).", "",
-                  "| grid | N | softmax ms | SLA ms | SLA / softmax speed |", "|---:|---:|---:|---:|---:|"]
+                  "| grid | N | rounds | softmax ms | SLA ms | SLA / softmax speed |",
+                  "|---:|---:|---:|---:|---:|---:|"]
         for p in sweep["points"]:
-            lines.append(f"| {p['grid']}×{p['grid']} | {p['tokens']:,} | {_ms(p['timings']['softmax'])} | "
-                         f"{_ms(p['timings']['sla'])} | {p['ratios']['sla']['median_of_paired_ratios']:.2f}× |")
+            lines.append(f"| {p['grid']}×{p['grid']} | {p['tokens']:,} | {p.get('rounds', '')} | "
+                         f"{_ms(p['timings']['softmax'])} | {_ms(p['timings']['sla'])} | "
+                         f"{p['ratios']['sla']['median_of_paired_ratios']:.2f}× |")
     for device, sweep in doc["model_sweep"].items():
         lines += ["", f"## {sweep['network']} over image sizes ({device})", "",
                   f"{labels.get('ln_softmax', 'baseline')} against {labels.get('slab_merged', 'SLAB merged')}, "
                   "batch 1; N = (size/16)² patch tokens.", "",
-                  "| image | N | baseline ms | SLAB merged ms | SLAB / baseline speed |", "|---:|---:|---:|---:|---:|"]
+                  "| image | N | rounds | baseline ms | SLAB merged ms | SLAB / baseline speed |",
+                  "|---:|---:|---:|---:|---:|---:|"]
         for p in sweep["points"]:
-            lines.append(f"| {p['img_size']}² | {p['tokens']:,} | {_ms(p['timings']['ln_softmax'])} | "
+            lines.append(f"| {p['img_size']}² | {p['tokens']:,} | {p.get('rounds', '')} | "
+                         f"{_ms(p['timings']['ln_softmax'])} | "
                          f"{_ms(p['timings']['slab_merged'])} | "
                          f"{p['ratios']['slab_merged']['median_of_paired_ratios']:.2f}× |")
     lines += ["", "The paper's latency protocol (hardware, batch) is unknown (shared/papers/slab.md §4); these are "
