@@ -99,7 +99,8 @@ class ModulatedDeformConv2d(nn.Module):
     def forward(self, x: torch.Tensor, feat: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: the features sampled; ``feat``: where offsets/masks come from (default ``x``)."""
         offset, mask = self.offset_and_mask(x if feat is None else feat)
-        if torch.is_autocast_enabled(x.device.type):
+        device = x.device.type
+        if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
             # torchvision has an autocast rule for CUDA only (float32, output in x's dtype): the same everywhere
             with torch.autocast(x.device.type, enabled=False):
                 out = deform_conv2d(x.float(), offset.float(), self.weight.float(),
