@@ -81,6 +81,13 @@ def test_registry_entry():
     assert model_info("glare_test").input_size[1] % 4 == 0 == model_info("glare_test").input_size[2] % 4
 
 
+def test_the_released_model_runs_at_the_lol_size_on_the_meta_device():
+    model = _on_meta().eval()  # shapes only (no weights, no arithmetic): the 3x400x600 pipeline fits together
+    with torch.device("meta"), torch.no_grad():
+        out = model.stage3_outputs(torch.empty(1, *model_info("glare").input_size))
+    assert out.image.shape == (1, 3, 400, 600) and out.latent.shape == (1, 3, 100, 150)
+
+
 def test_names_and_shapes_equal_the_release():
     manifests = {c: GLARE_FIXTURES / c / "manifest.json" for c in ("stage3", "vqgan")}
     if not all(p.is_file() for p in manifests.values()):
