@@ -402,6 +402,8 @@ def load_cswin_imagenet_weights(model: CSWinUNet, path: str | Path) -> Pretraine
     own = model.state_dict()
     report = PretrainedLoadReport(str(path))
     inverse = {official_key(k): k for k in own}
+    # SLAB's progressive norm (models/cswin_unet_slab.py): its LayerNorm branch takes the checkpoint's LayerNorm
+    inverse.update({k.replace(".ln.", ".", 1): ours for k, ours in list(inverse.items()) if ".ln." in k})
     to_load = {}
     for key, value in offered.items():
         ours = inverse.get(key)

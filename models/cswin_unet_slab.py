@@ -31,9 +31,10 @@ Deviations and choices (project-defined, no reference to follow):
   SLAB-CSWin (counted, unused there) is not created (``released_scale=False``).
 * ``T`` defaults to SLAB-CSWin's 120,000 forwards; a Synapse run (13,950 steps) must set it below
   its length (the SLAB maintainers: ≈ 0.8 × the run; ``reproduce/configs/cswin_unet/slab.yaml``).
-* With an ImageNet CSWin-T start (``pretrained=``), the swapped norms and SLA's extra tensors
-  (``dwc``, ``positional_encoding``, the whole-map ``lepe``) keep their random init; ``qkv``,
-  ``proj`` and the MLPs load as usual.
+* With an ImageNet CSWin-T start (``pretrained=``), a PRepBN's LayerNorm branch loads the
+  checkpoint's LayerNorm (so at γ = 1 a ``norm="prepbn", attention="cswin"`` model computes the
+  pretrained network); BN / RepBN and SLA's extra tensors (``dwc``, ``positional_encoding``, the
+  whole-map ``lepe``) keep their init; ``qkv``, ``proj`` and the MLPs load as usual.
 """
 from __future__ import annotations
 

@@ -187,3 +187,31 @@ def test_slab_config_layer_selects_prepbn_and_sla(tmp_path):
     assert all(isinstance(b.norm1, ProgressiveNorm) for _, _, b in blocks(net))
     names = {type(c).__name__ for c in cli.trainer.callbacks}
     assert {"ProgressiveNormSchedule", "RecalibrateBN", "SegmentationOverlays"} <= names
+
+
+def test_imagenet_start_fills_the_layernorm_branch_so_prepbn_starts_as_the_pretrained_net(tmp_path):
+    from models.cswin_unet import load_cswin_imagenet_weights, to_official_state_dict
+
+    torch.manual_seed(0)
+    plain = tiny()
+    with torch.no_grad():
+        for m in plain.modules():
+            if isinstance(m, nn.LayerNorm):  # non-trivial affine values, to see them arrive
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.1)
+    official = {k: v for k, v in to_official_state_dict(plain.state_dict(), prefix="").items()
+                if k.startswith(("stage1", "stage2", "stage3", "stage4", "merge", "norm."))}
+    torch.save({"state_dict_ema": official}, tmp_path / "cswin_t.pth")
+    prepbn = tiny(norm="prepbn", T=4)
+    report = load_cswin_imagenet_weights(prepbn, tmp_path / "cswin_t.pth")
+    assert "decoder.2.blocks.0.norm2.ln.weight" in report.loaded  # decoder blocks too (stage → stage_up)
+    for a, b in zip(plain.encoder, prepbn.encoder, strict=True):
+        torch.testing.assert_close(b[0].norm1.ln.weight, a[0].norm1.weight)
+        torch.testing.assert_close(b[0].norm2.ln.bias, a[0].norm2.bias)
+    torch.testing.assert_close(prepbn.decoder[2].blocks[0].norm1.ln.weight, plain.encoder[0][0].norm1.weight)
+    # at γ = 1 (training forward) an encoder block of the PRepBN model is the pretrained block
+    x = torch.randn(2, 16, 16, 16)
+    for m in prepbn.modules():
+        if isinstance(m, ProgressiveNorm):
+            m.set_step(0)
+    torch.testing.assert_close(prepbn.encoder[0][0].train()(x), plain.encoder[0][0].train()(x))
