@@ -15,6 +15,9 @@ the same constructors (``models/slab.py``; DeiT-T by default, ``--family swin`` 
 * ``slab_merged``: the same model re-parameterised (``merge()``: every RepBN folded into its
   neighbour); the largest output difference to ``slab_unmerged`` is recorded.
 
+``--family cswin_unet`` times the same five forms of CSWin-UNet with SLAB in its blocks (the
+project extension of :mod:`models.cswin_unet_slab`; "softmax" = its cross-shaped stripe attention).
+
 Timing (``lightning_modules.profiling``): the eval, ``no_grad`` forward of every model once
 per round, round-robin (:func:`~lightning_modules.profiling.time_steps`), so the load of a
 shared machine hits all models alike. Per model: median / minimum step time and images/s; per
@@ -63,8 +66,10 @@ from models.layers.linear_attention import SimplifiedLinearAttention
 
 SCHEMA = "slab_latency/1"
 BASELINE = "ln_softmax"
-FAMILIES = {"deit": "slab_deit_t", "swin": "slab_swin_t"}
-QUICK_FAMILIES = {"deit": "slab_deit_t", "swin": "slab_swin_test"}
+FAMILIES = {"deit": "slab_deit_t", "swin": "slab_swin_t", "cswin_unet": "cswin_unet"}
+QUICK_FAMILIES = {"deit": "slab_deit_t", "swin": "slab_swin_test", "cswin_unet": "cswin_unet_test"}
+#: Constructor spellings that differ from SLAB's (CSWin-UNet + SLAB, models/cswin_unet_slab.py).
+SPELLINGS = {"cswin_unet": {"ln": "layernorm", "softmax": "cswin"}}
 #: (key, label, constructor overrides, merged): the forms of one network, the baseline first.
 FORMS = [
     ("ln_softmax", "LayerNorm + softmax (baseline)", dict(norm="ln", attention="softmax"), False),
@@ -87,7 +92,9 @@ def build_forms(family: str, quick: bool, seed: int = 0) -> dict[str, dict[str, 
     name = (QUICK_FAMILIES if quick else FAMILIES)[family]
     extra = QUICK_DEIT if quick and family == "deit" else {}
     forms = {}
+    spell = SPELLINGS.get(family, {})
     for key, label, overrides, merged in FORMS:
+        overrides = {k: spell.get(v, v) for k, v in overrides.items()}
         torch.manual_seed(seed)
         model = create_model(name, **overrides, **extra).eval()
         if merged:

@@ -67,3 +67,13 @@ def test_committed_markdown_is_the_rendering_of_the_committed_json(bench):
     doc = json.loads(path.read_text())
     assert (path.parent / "latency.md").read_text() == bench.render_markdown(doc)
     assert (path.parent / "latency.png").is_file()
+
+
+def test_cswin_unet_family_builds_the_five_forms_of_the_slab_extension(bench):
+    import torch
+
+    forms = bench.build_forms("cswin_unet", quick=True)
+    assert list(forms) == [key for key, *_ in bench.FORMS]
+    assert forms["ln_softmax"]["constructor"] == "cswin_unet_test(norm='layernorm', attention='cswin')"
+    assert forms["slab_merged"]["merged"] and forms["slab_merged"]["constructor"].endswith(".merge()")
+    assert bench.merge_difference(forms, torch.randn(2, 3, 64, 64)) < 1e-4
