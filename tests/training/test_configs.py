@@ -39,6 +39,18 @@ VARIANTS = [(t, v) for t in TABLES for v in t.variants]
 SYNTHETIC_FOR = {t.recipe: t.synthetic_data for t in TABLES}
 
 
+def synthetic_layer(recipe) -> str:
+    """The synthetic-data layer of a recipe: its table's, else the one its header names
+    (a line ``# synthetic data: reproduce/configs/_base_/<layer>.yaml``, for recipes no table runs)."""
+    relative = str(recipe.relative_to(CONFIGS.parent.parent))
+    if relative in SYNTHETIC_FOR:
+        return SYNTHETIC_FOR[relative]
+    for line in recipe.read_text().splitlines():
+        if line.startswith("# synthetic data:"):
+            return line.split(":", 1)[1].strip()
+    raise KeyError(f"{relative}: no table runs this recipe and its header names no '# synthetic data:' layer")
+
+
 def test_tables_are_discovered():
     assert {t.key for t in TABLES} >= {"table5_upsampling", "table6_skip_connections", "table7_block_depths",
                                        "table8_loss_weights"}
@@ -50,7 +62,7 @@ def test_recipe_instantiates(recipe, layer, tmp_path):
     files = [recipe] + ([recipe.parent / f"{layer}.yaml"] if layer else [])
     overrides = {}
     if layer is None:  # the full recipe needs the real data and weights only when it runs
-        files.append(CONFIGS.parent.parent / SYNTHETIC_FOR[str(recipe.relative_to(CONFIGS.parent.parent))])
+        files.append(CONFIGS.parent.parent / synthetic_layer(recipe))
         if "pretrained:" in recipe.read_text():
             overrides["model.init_args.net.init_args.pretrained"] = None
     cli = make_cli(tmp_path, files, **overrides)
