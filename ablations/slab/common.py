@@ -48,8 +48,9 @@ def norm_kwargs_of(*config_files: str) -> dict[str, Any]:
 
 def decay_variants(norm_row: Callable[[str], dict[str, Any]], schedule_row: Callable[[str, bool], dict[str, Any]],
                    T: tuple[int, int], paper: Mapping[str, Mapping[str, float | None]],
-                   common: tuple[dict[str, Any], dict[str, Any]] = ({}, {})) -> tuple[Variant, ...]:
-    """The six rows of a host.
+                   common: tuple[dict[str, Any], dict[str, Any]] = ({}, {}),
+                   norm_rows: tuple[str, ...] = tuple(NORM_ROWS)) -> tuple[Variant, ...]:
+    """The rows of a host: ``norm_rows`` (all three by default), then the three schedules.
 
     ``norm_row(name)`` gives the overrides of the ``ln`` / ``bn`` / ``repbn`` rows,
     ``schedule_row(schedule, quick)`` those of a PRepBN row (the recipe's or the quick layer's T);
@@ -58,7 +59,7 @@ def decay_variants(norm_row: Callable[[str], dict[str, Any]], schedule_row: Call
     """
     full, quick = common
     rows = [Variant(name, {**full, **norm_row(name)}, text, dict(paper.get(name, {})),
-                    quick_overrides=dict(quick)) for name, text in NORM_ROWS.items()]
+                    quick_overrides=dict(quick)) for name, text in NORM_ROWS.items() if name in norm_rows]
     for schedule in SCHEDULES:
         name = f"prepbn_{schedule}"
         rows.append(Variant(
