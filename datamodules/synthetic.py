@@ -46,6 +46,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,24 @@ def default_cache_dir() -> Path:
     return Path(value).expanduser() if value else Path.home() / ".cache" / "repro-seg"
 
 
+def ensure_cached_set(cache_dir: str | os.PathLike[str] | None, name: str, params: dict[str, Any],
+                      write: Callable[[Path], Any], title: str) -> Path:
+    """``<cache_dir>/<name>`` (default :func:`default_cache_dir`) holding a finished set of ``params``.
+
+    Reused when its marker matches; otherwise a stale folder of that name is removed and
+    ``write(root)`` generates the set (atomically, see :func:`write_set_atomically`), with one
+    line saying where it went.
+    """
+    root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / name
+    if is_complete(root, params):
+        return root
+    if root.exists():  # our own cache name without a matching marker: not ours to trust, regenerate
+        shutil.rmtree(root) if root.is_dir() else root.unlink()
+    write(root)
+    print(f"Synthetic {title} data set written to {root.absolute()}", flush=True)
+    return root
+
+
 def synthetic_synapse_dirname(
     *, num_train_cases: int = 4, num_test_cases: int = 2, slices_per_case: int = 16, size: int = 128, seed: int = 0
 ) -> str:
@@ -300,15 +319,8 @@ def ensure_synthetic_synapse(
         "size": int(size),
         "seed": int(seed),
     }
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    root = base / synthetic_synapse_dirname(**kwargs)
-    if is_complete(root, _params(**kwargs)):
-        return root
-    if root.exists():  # our own cache name without a matching marker: not ours to trust, regenerate
-        shutil.rmtree(root) if root.is_dir() else root.unlink()
-    write_synthetic_synapse(root, **kwargs)
-    print(f"Synthetic Synapse data set written to {root.absolute()}", flush=True)
-    return root
+    return ensure_cached_set(cache_dir, synthetic_synapse_dirname(**kwargs), _params(**kwargs),
+                             lambda root: write_synthetic_synapse(root, **kwargs), "Synapse")
 
 
 @dataclass(frozen=True)

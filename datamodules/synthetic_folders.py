@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .synthetic import MARKER_FILE, default_cache_dir, is_complete, write_set_atomically
+from .synthetic import MARKER_FILE, ensure_cached_set, write_set_atomically
 
 __all__ = ["FOLDERS_FORMAT_VERSION", "SyntheticFolders", "synthetic_texture", "synthetic_wnids",
            "write_synthetic_folders", "ensure_synthetic_folders"]
@@ -121,14 +120,8 @@ def ensure_synthetic_folders(cache_dir: str | os.PathLike[str] | None = None, **
                                                  "seed")))
     name = (f"imagenet_synthetic_v{FOLDERS_FORMAT_VERSION}_c{params['num_classes']}_train{params['train_per_class']}"
             f"_val{params['val_per_class']}_size{params['size']}_seed{params['seed']}")
-    root = (Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()) / name
-    if is_complete(root, params):
-        return root
-    if root.exists():  # our own cache name without a matching marker: regenerate
-        shutil.rmtree(root) if root.is_dir() else root.unlink()
-    write_synthetic_folders(root, **kwargs)
-    print(f"Synthetic ImageNet-layout data set written to {root.absolute()}", flush=True)
-    return root
+    return ensure_cached_set(cache_dir, name, params,
+                             lambda root: write_synthetic_folders(root, **kwargs), "ImageNet-layout")
 
 
 @dataclass(frozen=True)

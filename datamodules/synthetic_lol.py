@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import cv2
 import numpy as np
 
 from .lol_layout import get_layout
-from .synthetic import MARKER_FILE, default_cache_dir, is_complete, write_set_atomically
+from .synthetic import MARKER_FILE, ensure_cached_set, write_set_atomically
 
 __all__ = [
     "LOL_FORMAT_VERSION",
@@ -137,15 +136,8 @@ def ensure_synthetic_lol(cache_dir: str | os.PathLike[str] | None = None, datase
     params = _params(dataset, **{k: int(kwargs[k]) for k in ("num_train", "num_test", "height", "width", "seed")})
     name = (f"{dataset}_synthetic_v{LOL_FORMAT_VERSION}_train{params['num_train']}_test{params['num_test']}"
             f"_{params['height']}x{params['width']}_seed{params['seed']}")
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    root = base / name
-    if is_complete(root, params):
-        return root
-    if root.exists():  # our own cache name without a matching marker: regenerate
-        shutil.rmtree(root) if root.is_dir() else root.unlink()
-    write_synthetic_lol(root, dataset, **kwargs)
-    print(f"Synthetic {get_layout(dataset).title} data set written to {root.absolute()}", flush=True)
-    return root
+    return ensure_cached_set(cache_dir, name, params,
+                             lambda root: write_synthetic_lol(root, dataset, **kwargs), get_layout(dataset).title)
 
 
 @dataclass(frozen=True)

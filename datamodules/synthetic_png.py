@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ import cv2
 import numpy as np
 
 from .png_layout import IMG_DIR, LABEL_DIR, LIST_DIR, PNG_SUFFIX, get_preset
-from .synthetic import MARKER_FILE, default_cache_dir, is_complete, write_set_atomically
+from .synthetic import MARKER_FILE, ensure_cached_set, write_set_atomically
 
 __all__ = [
     "PNG_FORMAT_VERSION",
@@ -191,15 +190,8 @@ def ensure_synthetic_png(cache_dir: str | os.PathLike[str] | None = None, datase
                                                                "slices_per_patient", "size", "seed")})
     name = (f"convformer_{dataset}_synthetic_v{PNG_FORMAT_VERSION}_train{params['num_train']}_val{params['num_val']}"
             f"_test{params['num_test']}_slices{params['slices_per_patient']}_size{params['size']}_seed{params['seed']}")
-    base = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    root = base / name
-    if is_complete(root, params):
-        return root
-    if root.exists():  # our own cache name without a matching marker: regenerate
-        shutil.rmtree(root) if root.is_dir() else root.unlink()
-    write_synthetic_png(root, dataset, **kwargs)
-    print(f"Synthetic {get_preset(dataset).title} data set written to {root.absolute()}", flush=True)
-    return root
+    return ensure_cached_set(cache_dir, name, params,
+                             lambda root: write_synthetic_png(root, dataset, **kwargs), get_preset(dataset).title)
 
 
 @dataclass(frozen=True)
