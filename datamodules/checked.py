@@ -15,7 +15,27 @@ import sys
 from .checks import CheckReport, check_files, is_rank_zero
 from .synthetic import default_cache_dir
 
-__all__ = ["CheckedDataModule"]
+__all__ = ["CheckedDataModule", "check_loader_arguments"]
+
+
+def check_loader_arguments(*, positive: dict[str, int | None], non_negative: dict[str, int], data_dir: object,
+                           synthetic: object, data_check: str) -> None:
+    """The constructor checks every datamodule shares; raises ``ValueError`` naming the argument.
+
+    ``positive``: sizes that must be >= 1 (``None`` = not set, allowed); ``non_negative``: counts
+    and seeds that must be >= 0; ``data_dir`` and ``synthetic`` exclude each other; ``data_check``
+    is ``off`` | ``fast`` | ``full``.
+    """
+    for name, value in positive.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be positive, got {value}")
+    for name, value in non_negative.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+    if synthetic is not None and data_dir is not None:
+        raise ValueError("give either data_dir (the real data) or synthetic (a generated stand-in), not both")
+    if data_check not in ("off", "fast", "full"):
+        raise ValueError(f"data_check must be 'off', 'fast' or 'full', got {data_check!r}")
 
 
 class CheckedDataModule:

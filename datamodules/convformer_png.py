@@ -51,7 +51,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .checked import CheckedDataModule
+from .checked import CheckedDataModule, check_loader_arguments
 from .checks import DataFile
 from .errors import DatasetError, describe_path, resolve_data_root
 from .files import listed_paths, read_list_file
@@ -187,20 +187,14 @@ class ConvFormerPNGDataModule(SeededLoaders, CheckedDataModule, L.LightningDataM
     ):
         super().__init__()
         self.preset = get_preset(dataset)
-        for name, value in (("img_size", img_size), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if num_workers < 0 or seed < 0 or holdout_seed < 0:
-            raise ValueError(f"num_workers, seed and holdout_seed must be >= 0, got {num_workers}, {seed}, "
-                             f"{holdout_seed}")
+        check_loader_arguments(
+            positive={"img_size": img_size, "batch_size": batch_size, "eval_batch_size": eval_batch_size},
+            non_negative={"num_workers": num_workers, "seed": seed, "holdout_seed": holdout_seed},
+            data_dir=data_dir, synthetic=synthetic, data_check=data_check)
         if select_on not in (None, "val", "test"):
             raise ValueError(f"select_on must be 'val', 'test' or None, got {select_on!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-        if synthetic is not None and data_dir is not None:
-            raise ValueError("give either data_dir (the real data) or synthetic (a generated stand-in), not both")
-        if data_check not in ("off", "fast", "full"):
-            raise ValueError(f"data_check must be 'off', 'fast' or 'full', got {data_check!r}")
         self.save_hyperparameters()
         self.dataset = dataset
         self.data_dir = data_dir

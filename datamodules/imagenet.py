@@ -55,7 +55,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from .checked import CheckedDataModule
+from .checked import CheckedDataModule, check_loader_arguments
 from .checks import DataFile
 from .errors import DatasetError, describe_path, resolve_data_root
 from .loading import SeededLoaders
@@ -259,17 +259,12 @@ class ImageNetDataModule(SeededLoaders, CheckedDataModule, L.LightningDataModule
         data_check: Literal["off", "fast", "full"] = "fast",
     ):
         super().__init__()
-        for name, value in (("img_size", img_size), ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if num_workers < 0 or seed < 0:
-            raise ValueError(f"num_workers and seed must be >= 0, got {num_workers}, {seed}")
+        check_loader_arguments(
+            positive={"img_size": img_size, "batch_size": batch_size, "eval_batch_size": eval_batch_size},
+            non_negative={"num_workers": num_workers, "seed": seed},
+            data_dir=data_dir, synthetic=synthetic, data_check=data_check)
         if not 0.0 < crop_ratio <= 1.0:
             raise ValueError(f"crop_ratio must lie in (0, 1], got {crop_ratio}")
-        if synthetic is not None and data_dir is not None:
-            raise ValueError("give either data_dir (the real data) or synthetic (a generated stand-in), not both")
-        if data_check not in ("off", "fast", "full"):
-            raise ValueError(f"data_check must be 'off', 'fast' or 'full', got {data_check!r}")
         self.save_hyperparameters(ignore=["num_classes"])  # the task's num_classes is the one logged
         self.data_dir, self.img_size, self.batch_size = data_dir, int(img_size), int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .checked import CheckedDataModule
+from .checked import CheckedDataModule, check_loader_arguments
 from .checks import DataFile
 from .errors import DatasetError, describe_path, resolve_data_root
 from .files import check_listed_files, h5_volume_shape, listed_paths, load_h5_volume, load_npz_slice, read_list_file
@@ -269,24 +269,14 @@ class SynapseDataModule(SeededLoaders, CheckedDataModule, L.LightningDataModule)
         data_check: Literal["off", "fast", "full"] = "full",
     ):
         super().__init__()
-        if img_size < 1:
-            raise ValueError(f"img_size must be positive, got {img_size}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        if val_volumes < 0:
-            raise ValueError(f"val_volumes must be >= 0, got {val_volumes}")
+        check_loader_arguments(
+            positive={"img_size": img_size, "batch_size": batch_size},
+            non_negative={"num_workers": num_workers, "seed": seed, "val_volumes": val_volumes},
+            data_dir=data_dir, synthetic=synthetic, data_check=data_check)
         if max_train_slices is not None and max_train_slices < 1:
             raise ValueError(f"max_train_slices must be None or positive, got {max_train_slices}")
         if resize_backend not in ("scipy", "opencv"):
             raise ValueError(f"resize_backend must be 'scipy' or 'opencv', got {resize_backend!r}")
-        if synthetic is not None and data_dir is not None:
-            raise ValueError("give either data_dir (the real release) or synthetic (a generated stand-in), not both")
-        if data_check not in ("off", "fast", "full"):
-            raise ValueError(f"data_check must be 'off', 'fast' or 'full', got {data_check!r}")
         self.save_hyperparameters()
         self.data_dir = data_dir
         self.list_dir = list_dir

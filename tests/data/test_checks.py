@@ -297,3 +297,17 @@ def test_fit_stops_before_the_first_training_step(data_copy, tmp_path):
     assert steps == [] and trainer.global_step == 0
     # the smoke recipe validates on the first test volume: the fit stage reads every file here
     _assert_lists_every_file(str(info.value), data_copy, broken, total=N_FILES - 1)
+
+
+def test_check_loader_arguments_names_the_argument():
+    from datamodules.checked import check_loader_arguments
+
+    ok = {"positive": {"batch_size": 2, "eval_batch_size": None}, "non_negative": {"seed": 0},
+          "data_dir": None, "synthetic": None, "data_check": "fast"}
+    check_loader_arguments(**ok)
+    for change, message in (({"positive": {"batch_size": 0}}, "batch_size must be positive, got 0"),
+                            ({"non_negative": {"seed": -1}}, "seed must be >= 0, got -1"),
+                            ({"data_dir": "/d", "synthetic": object()}, "not both"),
+                            ({"data_check": "slow"}, "data_check must be")):
+        with pytest.raises(ValueError, match=message):
+            check_loader_arguments(**{**ok, **change})
