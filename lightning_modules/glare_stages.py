@@ -154,12 +154,19 @@ class _GlareStage(EnhancementTask):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if mode:  # the frozen parts: eval mode (no train-mode behaviour such as the flow's gt-mean draw)
-            trained = {id(p) for p in self.net.parameters() if p.requires_grad}
-            for child in self.net.children():
-                if not any(id(p) in trained for p in child.parameters()):
-                    child.eval()
+        if mode:
+            self.frozen_parts_eval()
         return self
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.frozen_parts_eval()  # Lightning may restore recorded module modes after a validation
+
+    def frozen_parts_eval(self) -> None:
+        """The net's parts the stage does not train in eval mode (e.g. no ActNorm initialisation in a frozen flow)."""
+        trained = {id(p) for p in self.net.parameters() if p.requires_grad}
+        for child in self.net.children():
+            if not any(id(p) in trained for p in child.parameters()):
+                child.eval()
 
     def report_meta(self) -> dict[str, Any]:
         return {**super().report_meta(), "stage": "I" * self.stage, "start_weights": list(self.start_weights)}

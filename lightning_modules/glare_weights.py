@@ -28,7 +28,11 @@ def read_checkpoint(path: str | Path, what: str) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{what}: file {path.absolute()} not found (give the previous stage's checkpoint: "
                                 "this project's last.ckpt / best-*.ckpt, or the authors' released file)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    from datamodules.synthetic_lol import SyntheticLowLight
+
+    # a checkpoint of a datamodule built in Python (not by the CLI) holds this data-only dataclass in its hparams
+    with torch.serialization.safe_globals([SyntheticLowLight]):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def is_lightning_checkpoint(state: dict[str, Any]) -> bool:
