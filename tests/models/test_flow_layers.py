@@ -26,13 +26,7 @@ C, CC, HID = 3, 4, 8  # latent channels, conditioning channels, coupling width
 FRESH_SCALE = torch.sigmoid(torch.tensor(2.0, dtype=torch.float64)).item() + 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest (several threads on the shared 2-core CPU cost ~100×)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -21,13 +21,7 @@ from models.layers.flow import FlowStep
 STAGE2, COND_ENCODER, FLOW, UNUSED_HEAD = 27_680_219, 24_442_583, 3_237_636, 1_106_304
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest (several threads on the shared 2-core CPU cost ~100×)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -17,13 +17,7 @@ VGG_SLICE = 2_325_568  # VGG19 conv1_1 … conv3_4, frozen in the release's VQGA
 COND_CONV = 64 * 3 * 9 + 64  # E_c's cond_feat head
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest on the shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _count(params) -> int:
