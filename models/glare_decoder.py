@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from models.layers.deformable import ModulatedDeformConv2d
-from models.layers.vqgan_blocks import AttnBlock, Normalize, ResnetBlock, Upsample, swish
+from models.layers.vqgan_blocks import Normalize, build_decoder_trunk, swish
 from models.registry import register_model
 
 __all__ = [
@@ -156,30 +156,8 @@ class MultiScaleDecoder(nn.Module):
             raise ValueError(f"mix_init needs {len(self.fused_levels)} values, got {len(mix_init)}")
         self.z_channels, self.ch, self.ch_mult, self.resolution = z_channels, ch, tuple(ch_mult), resolution
         self.mix_mode, self.ratio_eps, self.unused_layers = mix, ratio_eps, unused_layers
-        block_in = ch * ch_mult[-1]
-        curr_res = resolution // 2 ** (self.num_resolutions - 1)
-        self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
-        self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, dropout)
-        self.mid.attn_1 = AttnBlock(block_in)
-        self.mid.block_2 = ResnetBlock(block_in, block_in, dropout)
-        levels = []
-        for i_level in reversed(range(self.num_resolutions)):
-            blocks, attn = nn.ModuleList(), nn.ModuleList()
-            block_out = ch * ch_mult[i_level]
-            for _ in range(num_res_blocks + 1):
-                blocks.append(ResnetBlock(block_in, block_out, dropout))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    attn.append(AttnBlock(block_in))
-            up = nn.Module()
-            up.block, up.attn = blocks, attn
-            if i_level != 0:
-                up.upsample = Upsample(block_in, resamp_with_conv)
-                curr_res *= 2
-            levels.insert(0, up)
-        self.up = nn.ModuleList(levels)
-        self.norm_out = Normalize(block_in)
+        block_in = build_decoder_trunk(self, ch, ch_mult, num_res_blocks, attn_resolutions, dropout,
+                                       resamp_with_conv, resolution, z_channels)
         widths = [ch * ch_mult[i] for i in self.fused_levels]  # e.g. [256, 128]
         if unused_layers:
             self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)

@@ -189,6 +189,43 @@ class VQGANEncoder(nn.Module):
         return (h, features) if return_features else h
 
 
+def build_decoder_trunk(module: nn.Module, ch: int, ch_mult: Sequence[int], num_res_blocks: int,
+                        attn_resolutions: Sequence[int], dropout: float, resamp_with_conv: bool, resolution: int,
+                        z_channels: int) -> int:
+    """Give ``module`` the VQGAN decoder's trunk under the release's names; returns the output width.
+
+    ``conv_in`` (z → ch·m[-1]), ``mid`` (block_1, attn_1, block_2), ``up`` (``up[0]`` the finest
+    level: ``num_res_blocks + 1`` ResnetBlocks, attention at ``attn_resolutions``, ``upsample``
+    except at level 0) and ``norm_out``, built in that order (the release's init order).
+    Shared by :class:`VQGANDecoder` and GLARE's multi-scale decoder.
+    """
+    num_resolutions = len(ch_mult)
+    block_in = ch * ch_mult[-1]
+    curr_res = resolution // 2 ** (num_resolutions - 1)
+    module.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
+    module.mid = nn.Module()
+    module.mid.block_1 = ResnetBlock(block_in, block_in, dropout)
+    module.mid.attn_1 = AttnBlock(block_in)
+    module.mid.block_2 = ResnetBlock(block_in, block_in, dropout)
+    levels = []
+    for i_level in reversed(range(num_resolutions)):
+        blocks, attn = nn.ModuleList(), nn.ModuleList()
+        block_out = ch * ch_mult[i_level]
+        for _ in range(num_res_blocks + 1):
+            blocks.append(ResnetBlock(block_in, block_out, dropout))
+            block_in = block_out
+            if curr_res in attn_resolutions:
+                attn.append(AttnBlock(block_in))
+        up = _level(blocks, attn)
+        if i_level != 0:
+            up.upsample = Upsample(block_in, resamp_with_conv)
+            curr_res *= 2
+        levels.insert(0, up)
+    module.up = nn.ModuleList(levels)
+    module.norm_out = Normalize(block_in)
+    return block_in
+
+
 class VQGANDecoder(nn.Module):
     """Latent → image: conv_in, mid block, levels of ``num_res_blocks + 1`` ResnetBlocks (+ attention) and
     upsampling, norm → swish → conv_out.
@@ -205,29 +242,8 @@ class VQGANDecoder(nn.Module):
         super().__init__()
         self.num_resolutions = len(ch_mult)
         self.give_pre_end = give_pre_end
-        block_in = ch * ch_mult[-1]
-        curr_res = resolution // 2 ** (self.num_resolutions - 1)
-        self.conv_in = nn.Conv2d(z_channels, block_in, 3, padding=1)
-        self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, dropout)
-        self.mid.attn_1 = AttnBlock(block_in)
-        self.mid.block_2 = ResnetBlock(block_in, block_in, dropout)
-        levels = []
-        for i_level in reversed(range(self.num_resolutions)):
-            blocks, attn = nn.ModuleList(), nn.ModuleList()
-            block_out = ch * ch_mult[i_level]
-            for _ in range(num_res_blocks + 1):
-                blocks.append(ResnetBlock(block_in, block_out, dropout))
-                block_in = block_out
-                if curr_res in attn_resolutions:
-                    attn.append(AttnBlock(block_in))
-            up = _level(blocks, attn)
-            if i_level != 0:
-                up.upsample = Upsample(block_in, resamp_with_conv)
-                curr_res *= 2
-            levels.insert(0, up)
-        self.up = nn.ModuleList(levels)  # up[0] is the finest level, as in the release
-        self.norm_out = Normalize(block_in)
+        block_in = build_decoder_trunk(self, ch, ch_mult, num_res_blocks, attn_resolutions, dropout,
+                                       resamp_with_conv, resolution, z_channels)
         self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
 
     def run_level(self, i_level: int, h: torch.Tensor) -> torch.Tensor:
