@@ -25,7 +25,7 @@ def test_schedules_keep_the_recipe_T_in_each_mode(schedule):
     quick = variant.quick_overrides[NET + "norm_kwargs"]
     assert full == {**common.norm_kwargs_of(TABLE.recipe), "schedule": schedule}
     assert variant.overrides[NET + "norm"] == "prepbn"
-    assert (full["T"], quick["T"]) == (60_000, 240)
+    assert (full["T"], quick["T"]) == (60_000, 192)
     assert quick["schedule"] == schedule and quick["counting"] == "global_step"
 
 
