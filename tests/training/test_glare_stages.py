@@ -215,3 +215,37 @@ def test_finite_latent_guards_the_deformable_decoder():
     assert torch.equal(finite_latent(latent), torch.tensor([[[[1.0, 0.0], [0.0, -1e4]]]]))
     ok = torch.randn(1, 3, 2, 2)
     assert finite_latent(ok) is ok
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_numbers_of_one(tmp_path, cache):
+    """`reproduce/train.py test` of a Stage-II checkpoint on 2 gloo processes, 3 test images (one padding
+    repeat): the report equals that of 1 process exactly."""
+    import os
+    import subprocess
+    import sys
+
+    from ablations.framework.provenance import REPO_ROOT
+    from tests.training.helpers import CONFIGS, make_cli
+
+    files = [CONFIGS / "glare" / "stage2_lol.yaml", CONFIGS / "_base_" / "synthetic_lol.yaml",
+             CONFIGS / "glare" / "smoke.yaml"]
+    cli = make_cli(tmp_path / "fit", files, **{"trainer.max_steps": 1, "data.init_args.synthetic.num_test": 3})
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    (ckpt,) = (tmp_path / "fit").rglob("last.ckpt")
+
+    def run(name: str, devices: int) -> dict:
+        logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                  "init_args": {"save_dir": str(tmp_path), "name": "", "version": name}}
+        command = [sys.executable, "reproduce/train.py", "test", *[a for f in files for a in ("--config", str(f))],
+                   "--data.init_args.synthetic.num_test", "3", "--trainer.logger", json.dumps(logger),
+                   "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false", "--trainer.strategy", "ddp",
+                   "--trainer.devices", str(devices), "--trainer.accelerator", "cpu", "--ckpt_path", str(ckpt)]
+        env = {**os.environ, "REPRO_CACHE_DIR": str(cache), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return json.loads((tmp_path / name / "test_metrics.json").read_text())
+
+    one, two = run("one", 1), run("two", 2)
+    assert len(one["cases"]) == 3 and one["metrics"]["test/psnr"] > 0
+    assert two["metrics"] == one["metrics"] and two["cases"] == one["cases"]
