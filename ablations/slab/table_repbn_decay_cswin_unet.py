@@ -50,4 +50,5 @@ TABLE = AblationTable(
         "The figure <stem>.gamma.png shows γ against the optimizer step for the PRepBN rows.",
     ),
     plots={"gamma": "ablations.slab.common:plot_gamma_curves"},
+    quick_threads=1,
 )
