@@ -85,7 +85,9 @@ class SLABVisionTransformer(VisionTransformer):
         )
         self.norm_kind, self.attention, self.img_size = norm, attention, img_size
         if released_cls_token and pool == "avg":
-            self.released_cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+            # never in the forward, so frozen: the same values as the release's (its optimizer skips a
+            # parameter without gradient), and DDP does not stop on a parameter that gets none
+            self.released_cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim), requires_grad=False)
             trunc_normal_(self.released_cls_token, std=0.02)
         else:
             self.register_parameter("released_cls_token", None)
