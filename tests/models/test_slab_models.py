@@ -226,3 +226,18 @@ def test_norms_take_channels_last_maps_like_their_tokens():
         torch.testing.assert_close(norm.eval()(x), tokens.eval()(x.reshape(2, 15, 6)).reshape(x.shape))
     with pytest.raises(ValueError, match="norm must be"):
         make_slab_norm(6, "rms")
+
+
+def test_every_trainable_parameter_gets_a_gradient_ddp_safe():
+    """DDP (without find_unused_parameters) stops on a trainable parameter that gets no gradient: the
+    release's unused cls_token must be frozen, and still counted."""
+    from models.slab_deit import SLABVisionTransformer
+
+    net = SLABVisionTransformer(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=3,
+                                norm="prepbn", attention="sla", pool="avg", released_cls_token=True,
+                                norm_kwargs={"T": 10})
+    net(torch.randn(2, 3, 32, 32)).sum().backward()
+    missing = [name for name, p in net.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []
+    assert not net.released_cls_token.requires_grad
+    assert "released_cls_token" in dict(net.named_parameters())
