@@ -44,6 +44,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lightning_modules.enhancement import EnhancementTask, multistep_milestones
 from lightning_modules.enhancement_losses import GLAREStage3Loss
+from lightning_modules.frozen_parts import FrozenPartsInEval
 from lightning_modules.glare_cache import StageCache, state_hash
 from lightning_modules.glare_stage1 import GlareStage1Module
 from lightning_modules.glare_stages import (
@@ -70,7 +71,7 @@ def phase_factor(step: int, start: int, length: int, fractions: Sequence[float],
     return gamma ** sum(local >= m for m in multistep_milestones(length, fractions))
 
 
-class GlareChainModule(EnhancementTask):
+class GlareChainModule(FrozenPartsInEval, EnhancementTask):
     """Stages I (cached) → II → III in one fit (module docstring).
 
     Args:
@@ -215,22 +216,6 @@ class GlareChainModule(EnhancementTask):
             self.net.freeze_for_stage(phase)
             self._phase = phase
             self.train(self.training)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode:
-            self.frozen_parts_eval()
-        return self
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self.frozen_parts_eval()  # Lightning may restore recorded module modes after a validation
-
-    def frozen_parts_eval(self) -> None:
-        """The net's parts the stage does not train in eval mode (e.g. no ActNorm initialisation in a frozen flow)."""
-        trained = {id(p) for p in self.net.parameters() if p.requires_grad}
-        for child in self.net.children():
-            if not any(id(p) in trained for p in child.parameters()):
-                child.eval()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         low, target = batch["image"], batch["target"]

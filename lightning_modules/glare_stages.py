@@ -45,6 +45,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 
 from lightning_modules.enhancement import EnhancementTask, multistep_milestones
 from lightning_modules.enhancement_losses import GLAREStage3Loss
+from lightning_modules.frozen_parts import FrozenPartsInEval
 from lightning_modules.glare_weights import load_stage1_weights, load_stage2_weights
 
 __all__ = ["GlareStage2Module", "GlareStage3Module", "init_actnorm", "stage2_loss", "stage3_loss",
@@ -139,7 +140,7 @@ def multistep(optimizer: torch.optim.Optimizer, trainer, fractions: Sequence[flo
     return {"scheduler": MultiStepLR(optimizer, milestones, gamma), "interval": "step", "name": "train/lr"}
 
 
-class _GlareStage(EnhancementTask):
+class _GlareStage(FrozenPartsInEval, EnhancementTask):
     """What both stage modules share: the frozen parts kept in eval mode, the LR schedule, the report."""
 
     stage: int
@@ -151,22 +152,6 @@ class _GlareStage(EnhancementTask):
         self.net.freeze_for_stage(self.stage)
         self.lr_milestones, self.lr_gamma = tuple(lr_milestones), float(lr_gamma)
         self.start_weights: list[str] = []
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode:
-            self.frozen_parts_eval()
-        return self
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self.frozen_parts_eval()  # Lightning may restore recorded module modes after a validation
-
-    def frozen_parts_eval(self) -> None:
-        """The net's parts the stage does not train in eval mode (e.g. no ActNorm initialisation in a frozen flow)."""
-        trained = {id(p) for p in self.net.parameters() if p.requires_grad}
-        for child in self.net.children():
-            if not any(id(p) in trained for p in child.parameters()):
-                child.eval()
 
     def report_meta(self) -> dict[str, Any]:
         return {**super().report_meta(), "stage": "I" * self.stage, "start_weights": list(self.start_weights)}
