@@ -41,6 +41,6 @@ TABLE = AblationTable(
     ),
     script="table1_glare_lol",
     test_checkpoints=("best", "last"),
-    quick_seeds=1,
+    plots={"triplets": "ablations.glare.figures:plot_test_triplets"},
     quick_threads=1,
 )

@@ -69,6 +69,6 @@ TABLE = AblationTable(
     ),
     script="table5_ilnf_vs_l1",
     test_checkpoints=("best", "last"),
-    quick_seeds=2,
+    plots={"triplets": "ablations.glare.figures:plot_test_triplets"},
     quick_threads=1,
 )
