@@ -70,4 +70,4 @@ def test_segmentation_host_rows():
     recalibration = {v.name: (v.overrides["trainer.callbacks+"][1]["init_args"]["epochs"],
                               v.quick_overrides["trainer.callbacks+"][1]["init_args"]["epochs"])
                      for v in SEG.variants}
-    assert set(recalibration.values()) == {(10, 2)}
+    assert set(recalibration.values()) == {(10, 1)}

@@ -9,7 +9,7 @@ to that table, so the quick run's 4 rows × 3 seeds fit in 10 minutes. The block
 swapped through ``CSWinUNet(norm=..., T=..., schedule=...)`` (models/cswin_unet_slab.py) and
 the stripe attention is kept, so only the norm changes; ``ln`` is the faithful CSWin-UNet.
 Every row adds the ProgressiveNormSchedule and RecalibrateBN callbacks (10 recalibration
-epochs, 2 in quick mode).
+epochs, 1 in quick mode).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ TABLE = AblationTable(
     variants=decay_variants(
         lambda name: {NET + "norm": NORMS[name]},
         lambda schedule, quick: {NET + "norm": "prepbn", NET + "schedule": schedule, NET + "T": T[quick]},
-        T, {}, common=(_callbacks(10), _callbacks(2)), norm_rows=("ln",)),
+        T, {}, common=(_callbacks(10), _callbacks(1)), norm_rows=("ln",)),
     paper_source=("No paper number: SLAB is not evaluated on segmentation and CSWin-UNet does not use "
                   "PRepBN. Every value is unknown (None)."),
     seeds=(1234,),
