@@ -60,18 +60,22 @@ def listed_paths(folder: Path, names: Sequence[str], suffix: str, release: str =
 
     The whole-set check (:mod:`datamodules.checks`) reports every missing listed file at once.
     """
-    if not folder.is_dir():
-        found = "it is a file" if folder.exists() else "it does not exist"
-        try:
-            siblings = sorted(p.name for p in folder.parent.iterdir())[:12]
-        except OSError:
-            siblings = []
-        raise DatasetError(
-            f"{describe_path(folder)}: folder not found ({found}); expected {release} "
-            f"'{folder.name}/' folder of *{suffix} files inside the data root {describe_path(folder.parent)}, "
-            f"which contains {siblings}"
-        )
+    require_folder(folder, f"{release} '{folder.name}/' folder of *{suffix} files inside the data root "
+                           f"{describe_path(folder.parent)}")
     return [folder / f"{name}{suffix}" for name in names]
+
+
+def require_folder(folder: Path, expected: str) -> None:
+    """DatasetError unless ``folder`` is a directory: what was found, ``expected``, and what its parent holds."""
+    if folder.is_dir():
+        return
+    found = "it is a file" if folder.exists() else "it does not exist"
+    try:
+        siblings = sorted(p.name for p in folder.parent.iterdir())[:12]
+    except OSError:
+        siblings = []
+    raise DatasetError(f"{describe_path(folder)}: folder not found ({found}); expected {expected}; "
+                       f"its parent holds {siblings}")
 
 
 def check_listed_files(

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from .errors import DatasetError, describe_path
+from .files import require_folder
 
 __all__ = ["IMAGE_SUFFIX", "LowLightLayout", "LAYOUTS", "get_layout", "LowLightPair", "read_rgb"]
 
@@ -99,14 +100,7 @@ class LowLightLayout:
         """
         low_dir, high_dir = self.folders(root, split)
         for folder in (low_dir, high_dir):
-            if not folder.is_dir():
-                found = "it is a file" if folder.exists() else "it does not exist"
-                try:
-                    there = sorted(p.name for p in folder.parent.iterdir())[:12]
-                except OSError:
-                    there = []
-                raise DatasetError(f"{describe_path(folder)}: folder not found ({found}); expected "
-                                   f"{self.expectation(root, split)}; its parent holds {there}")
+            require_folder(folder, self.expectation(root, split))
         lows = {self.key(p.name, self.low_prefix): p for p in _images(low_dir)}
         highs = {self.key(p.name, self.high_prefix): p for p in _images(high_dir)}
         pairs = [LowLightPair(k, lows[k], highs[k]) for k in sorted(lows.keys() & highs.keys())]
