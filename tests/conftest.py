@@ -24,6 +24,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+def import_reproduce_script(name: str):
+    """Import ``reproduce/<name>.py`` as a module (the entry scripts are not a package)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    reproduce = str(Path(__file__).resolve().parents[1] / "reproduce")
+    sys.path.insert(0, reproduce)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(reproduce)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """For modules of tiny tensors (``pytestmark = pytest.mark.usefixtures("one_thread")``): one

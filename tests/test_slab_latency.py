@@ -1,24 +1,19 @@
 """reproduce/benchmark_slab_latency.py: quick mode writes the JSON, its Markdown and the plot (no timing asserts)."""
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import import_reproduce_script
+
 REPO = Path(__file__).resolve().parents[1]
-REPRODUCE = REPO / "reproduce"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(REPRODUCE))
-    try:
-        yield importlib.import_module("benchmark_slab_latency")
-    finally:
-        sys.path.remove(str(REPRODUCE))
+    return import_reproduce_script("benchmark_slab_latency")
 
 
 def test_quick_run_writes_json_markdown_and_plot(bench, tmp_path):

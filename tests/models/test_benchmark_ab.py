@@ -1,23 +1,18 @@
 """reproduce/benchmark_ab.py: the baseline import, the ratios and the report (no timing here)."""
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-REPRODUCE = Path(__file__).resolve().parents[2] / "reproduce"
+from tests.conftest import import_reproduce_script
 
 
 @pytest.fixture(scope="module")
 def ab():
-    sys.path.insert(0, str(REPRODUCE))
-    try:
-        yield importlib.import_module("benchmark_ab")
-    finally:
-        sys.path.remove(str(REPRODUCE))
+    return import_reproduce_script("benchmark_ab")
 
 
 def test_baseline_models_import_under_another_name_without_touching_ours(ab, tmp_path):
