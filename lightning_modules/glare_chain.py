@@ -49,8 +49,11 @@ from lightning_modules.glare_cache import StageCache, state_hash
 from lightning_modules.glare_stage1 import GlareStage1Module
 from lightning_modules.glare_stages import (
     RELEASED_MILESTONES,
+    MfdInit,
+    check_mfd_init,
     glare_images,
     init_actnorm,
+    init_mfd,
     simglare_image,
     stage2_loss,
     stage2_param_groups,
@@ -89,6 +92,8 @@ class GlareChainModule(FrozenPartsInEval, EnhancementTask):
             values below ~1e-38, which the tiny networks' Adam states reach and the CPU computes slowly).
         complexity_size: ``(H, W)`` at which the runner measures MACs (set as ``net.img_size``, which
             :func:`models.registry.input_size_for` reads); ``None``: the registry's LOL size 400 × 600.
+        mfd_init: ``"default"`` (the release: PyTorch's initialisation) or ``"vqgan_decoder"`` (project
+            extension: the MFD trunk starts as a copy of the Stage-I decoder, :func:`init_mfd`).
     """
 
     def __init__(self, net: nn.Module, stage1_checkpoint: str | None = None, stage1_steps: int = 200,
@@ -99,7 +104,7 @@ class GlareChainModule(FrozenPartsInEval, EnhancementTask):
                  lr_milestones: Sequence[float] = RELEASED_MILESTONES, lr_gamma: float = 0.5,
                  report_first: Literal["simglare", "glare"] = "glare", eval_padding: str = "release",
                  lpips_weights: str | None = None, flush_denormal: bool = False,
-                 complexity_size: Sequence[int] | None = None) -> None:
+                 complexity_size: Sequence[int] | None = None, mfd_init: MfdInit = "default") -> None:
         super().__init__(eval_padding, lpips_weights)
         if objective not in ("nll", "l1"):
             raise ValueError(f"objective must be 'nll' or 'l1', got {objective!r}")
@@ -112,6 +117,7 @@ class GlareChainModule(FrozenPartsInEval, EnhancementTask):
             raise ValueError("stage3_steps > 0 trains the AFT decoder: build the net with aft=True")
         if report_first == "glare" and not stage3_steps:
             raise ValueError("report_first='glare' needs Stage III (stage3_steps > 0)")
+        check_mfd_init(mfd_init, net)
         self.save_hyperparameters(ignore=["net", "stage3_loss"])
         self.net = net
         self.objective = objective
@@ -143,7 +149,12 @@ class GlareChainModule(FrozenPartsInEval, EnhancementTask):
             return
         if self.hparams.stage1_checkpoint:
             self.stage1_source = load_stage1_weights(self.net, self.hparams.stage1_checkpoint)
-            return
+        else:
+            self._load_cached_stage1()
+        rank_zero_info(self.stage1_source)
+        init_mfd(self.net, self.hparams.mfd_init)  # a resume's checkpoint then overwrites the copy
+
+    def _load_cached_stage1(self) -> None:
         datamodule = self.trainer.datamodule
         if self.trainer.world_size > 1:
             raise RuntimeError("GlareChainModule trains Stage I in-process on one device; under DDP train Stage I "
@@ -159,7 +170,6 @@ class GlareChainModule(FrozenPartsInEval, EnhancementTask):
         else:
             self.stage1_source = f"Stage I from the cache {cache.path('stage1', config)}"
         self.net.vqgan.load_state_dict(state)
-        rank_zero_info(self.stage1_source)
 
     def _train_stage1(self, datamodule) -> dict[str, Tensor]:
         seed = int(getattr(datamodule, "seed", 0))

@@ -28,6 +28,10 @@ drops them, −5,333,251 parameters): ``conv_out`` (the mirrored decoder's own 1
 
 Switches and deviations:
 
+* :meth:`MultiScaleDecoder.init_from_decoder` (project extension, not in the release, which starts the MFD from
+  PyTorch's defaults): copy a VQGAN decoder into the mirrored trunk (``conv_in``, ``mid``, ``up``, ``norm_out``;
+  its ``conv_out`` into ``residual_conv``). The stage modules' ``mfd_init: vqgan_decoder`` uses it; the quick
+  tables do, so that a few dozen Stage-III steps learn.
 * ``ratio_eps`` (default 0, faithful): a guard for the fragile mean ratio (spec §6 #9), added to
   ``|mean(v_warp)|`` keeping its sign.
 * ``mix``: ``"adaptive"`` (the release), ``"skip"`` (``h ← h + e``, the Table-4 "skip connection" variant;
@@ -64,6 +68,8 @@ __all__ = [
 #: Official state-dict prefixes of the layers the release builds but never runs.
 UNUSED_PREFIXES = ("conv_out.", "scale.", "bias.", "enc.")
 MIX_MODES = ("adaptive", "skip", "none")
+#: The MFD's own layers (no counterpart in the VQGAN decoder).
+_FUSION_PREFIXES = ("warp.", "mix.", "scale.", "bias.", "enc.")
 
 
 class AdaptiveMix(nn.Module):
@@ -190,6 +196,24 @@ class MultiScaleDecoder(nn.Module):
             if i_level != 0:
                 h = up.upsample(h)
         return self.residual_conv(swish(self.norm_out(h)))
+
+    @torch.no_grad()
+    def init_from_decoder(self, decoder: nn.Module) -> int:
+        """Copy a VQGAN decoder's weights into the mirrored trunk (``conv_in``, ``mid``, ``up``, ``norm_out``) and
+        its ``conv_out`` into ``residual_conv``; the mix, warp and never-run layers keep theirs. Project extension
+        (the release starts the MFD from PyTorch's defaults). Returns the number of tensors copied.
+        """
+        source = dict(decoder.state_dict())
+        source.update({"residual_conv." + k.removeprefix("conv_out."): v for k, v in source.items()
+                       if k.startswith("conv_out.")})
+        target = self.state_dict()
+        shared = [k for k in target if k in source and not k.startswith(("conv_out.", *_FUSION_PREFIXES))]
+        mismatched = [k for k in shared if target[k].shape != source[k].shape]
+        if mismatched or not shared:
+            raise ValueError(f"decoder does not mirror this MFD: {mismatched[:3] or 'no shared weights'}")
+        for key in shared:
+            target[key].copy_(source[key])
+        return len(shared)
 
     def example_inputs(self, batch_size: int = 1, latent_size: int | None = None) -> tuple:
         """Random ``(z, nl_feats, enc_feats)`` of the right shapes (latent ``resolution / f`` unless given)."""

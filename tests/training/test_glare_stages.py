@@ -189,6 +189,33 @@ def test_chain_trains_stage1_once_and_reuses_the_cache(tmp_path, cache):
     torch.testing.assert_close(torch.rand(3), after_miss)  # the run's random stream: as after the miss
 
 
+def test_mfd_can_start_as_a_copy_of_the_stage1_decoder(cache):
+    chain = _chain(mfd_init="vqgan_decoder")
+    chain._trainer = _stub_trainer()
+    before = _state(chain.net.deformable_decoder)
+    chain.setup("fit")  # Stage I trained (or cached), then the copy
+    mfd, nld = _state(chain.net.deformable_decoder), _state(chain.net.vqgan.decoder)
+    assert _same({k: mfd[k] for k in nld if k != "conv_out.weight" and k != "conv_out.bias"},
+                 {k: v for k, v in nld.items() if not k.startswith("conv_out.")})
+    torch.testing.assert_close(mfd["residual_conv.weight"], nld["conv_out.weight"], rtol=0, atol=0)
+    fusion = [k for k in mfd if k.startswith(("warp.", "mix."))]
+    assert fusion and _same({k: mfd[k] for k in fusion}, {k: before[k] for k in fusion})  # the MFD's own layers
+    assert _same(_state(_chain().net.deformable_decoder), before)  # the default: the release's initialisation
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(mfd_init="copy"), "mfd_init must be"),
+                                          (dict(mfd_init="vqgan_decoder", aft=False), "aft=True")])
+def test_mfd_init_is_checked_when_the_module_is_built(kwargs, match):
+    net = glare_test(aft=kwargs.pop("aft", True))
+    with pytest.raises(ValueError, match=match):
+        GlareChainModule(net, stage3_steps=0, report_first="simglare", **kwargs)
+
+
+def test_mfd_copy_refuses_a_decoder_that_does_not_mirror_it():
+    with pytest.raises(ValueError, match="does not mirror"):
+        glare_test().deformable_decoder.init_from_decoder(glare_test(ch=64, aft=False).vqgan.decoder)
+
+
 def test_phase_factor_is_each_stage_multistep_inside_it_and_zero_outside():
     factors = [phase_factor(k, 10, 20, (0.5, 0.75, 0.9, 0.95), 0.5) for k in range(0, 32)]
     assert factors[:10] == [0.0] * 10 and factors[30:] == [0.0, 0.0]
