@@ -21,7 +21,11 @@ one it shows:
     * linear: ``out.numel() · in_features`` (any leading dims, e.g. tokens ``(B, N, C)``);
     * ``nn.MultiheadAttention``: the q/k/v in-projections and the out-projection,
       as four linear layers (its attention products are not counted, as for any
-      other attention).
+      other attention);
+    * deformable convolution (:class:`~models.layers.deformable.ModulatedDeformConv2d`,
+      ``torchvision.ops.DeformConv2d``): the convolution formula on its ``weight``; its
+      offset predictor is a ``nn.Conv2d`` and counts as one. The bilinear sampling and
+      the mask product are element-wise and not counted.
 
     Not counted: attention matrix products, functional calls (``F.linear``,
     ``F.conv2d``, ``torch.matmul``), normalisation, activations, pooling,
@@ -39,7 +43,9 @@ one it shows:
     is what ``F.scaled_dot_product_attention`` dispatches to on the CPU, so on a
     CPU it silently counts attention as zero. :data:`EXTRA_FLOP_FORMULAS` adds the
     standard attention formula for those ops (the one the counter already applies
-    to the CUDA flash / efficient / cuDNN kernels), so CPU and GPU counts agree.
+    to the CUDA flash / efficient / cuDNN kernels), so CPU and GPU counts agree. It has
+    none for torchvision's ``deform_conv2d`` either (a custom op, counted as zero):
+    :func:`deform_conv2d_flops` gives it the convolution formula.
 
 Parameters are counted once per tensor (shared / tied parameters once), split
 into total and trainable (``requires_grad``).
@@ -56,8 +62,11 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
+import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from models.layers.deformable import ModulatedDeformConv2d
 
 __all__ = [
     "ParamCount",
@@ -137,6 +146,14 @@ def _conv_macs(module: nn.modules.conv._ConvNd, inputs: tuple, output: Any) -> i
     return _first_tensor(output).numel() * per_element
 
 
+def _deform_conv_macs(module: nn.Module, inputs: tuple, output: Any) -> int:
+    return _first_tensor(output).numel() * module.weight[0].numel()
+
+
+#: Modules applying their ``weight`` as a (deformable) convolution outside ``nn.Conv2d``.
+DEFORMABLE_CONVS = (ModulatedDeformConv2d, torchvision.ops.DeformConv2d)
+
+
 def _linear_macs(module: nn.Linear, inputs: tuple, output: Any) -> int:
     return _first_tensor(output).numel() * module.in_features
 
@@ -177,6 +194,8 @@ def macs_conv_linear_by_module(model: nn.Module, *args: Any, **kwargs: Any) -> d
         for name, module in model.named_modules():
             if isinstance(module, nn.MultiheadAttention):
                 handles.append(module.register_forward_hook(make_mha_hook(name), with_kwargs=True))
+            elif isinstance(module, DEFORMABLE_CONVS):
+                handles.append(module.register_forward_hook(make_hook(name, _deform_conv_macs)))
             elif isinstance(module, nn.modules.conv._ConvNd):
                 handles.append(module.register_forward_hook(make_hook(name, _conv_macs)))
             elif isinstance(module, nn.Linear):
@@ -223,9 +242,21 @@ def sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *ar
     return 2 * b * hq * l_q * s_k * (3 * e + 2 * e_v)
 
 
+def deform_conv2d_flops(input_shape, weight_shape, *args: Any, out_shape=None, **kwargs: Any) -> int:
+    """FLOPs of torchvision's ``deform_conv2d`` (input, weight, offset, mask, bias, ...): ``2 · out.numel() ·
+    C_in/g · kh · kw``, the convolution's; bilinear sampling and the mask product are element-wise."""
+    per_output = 1
+    for size in weight_shape[1:]:
+        per_output *= size
+    total = 1
+    for size in out_shape:
+        total *= size
+    return 2 * total * per_output
+
+
 def _extra_flop_formulas() -> dict[Any, Any]:
     aten = torch.ops.aten
-    extra: dict[Any, Any] = {}
+    extra: dict[Any, Any] = {torch.ops.torchvision.deform_conv2d: deform_conv2d_flops}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
         extra[aten._scaled_dot_product_flash_attention_for_cpu] = sdpa_flops
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):

@@ -120,6 +120,22 @@ def test_cpu_fused_attention_is_counted():
     assert macs_all(Explicit(), q, k, v) == b * h * l_q * s * (e + e_v)
 
 
+def test_deformable_convolutions_count_as_convolutions_in_both_conventions():
+    """A deformable conv's ``weight`` is a convolution (torchvision's op has no counter formula: ours adds it)."""
+    import torchvision
+
+    from models.layers.deformable import ModulatedDeformConv2d
+
+    x = torch.randn(2, 8, 6, 10)
+    dcn = ModulatedDeformConv2d(8, 16, 3, padding=1, deformable_groups=2)
+    main, predictor = 2 * 6 * 10 * 16 * (8 * 9), 2 * 6 * 10 * (3 * 2 * 9) * (8 * 9)
+    assert macs_conv_linear_by_module(dcn, x) == {"": main, "conv_offset": predictor}
+    assert macs_all_by_op(dcn, x) == {"aten.convolution": predictor, "torchvision.deform_conv2d": main}
+    plain = torchvision.ops.DeformConv2d(8, 4, 3, stride=2, padding=1, groups=2)
+    offset = torch.zeros(2, 18, 3, 5)
+    assert macs_conv_linear(plain, x, offset) == macs_all(plain, x, offset) == 2 * 3 * 5 * 4 * (4 * 9)
+
+
 def test_count_parameters_total_and_trainable():
     net = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2, bias=False))
     net[0].weight.requires_grad_(False)
