@@ -91,7 +91,7 @@ class GlareChainModule(FrozenPartsInEval, EnhancementTask):
         flush_denormal: ``torch.set_flush_denormal(True)`` for the process (quick CPU runs; changes only
             values below ~1e-38, which the tiny networks' Adam states reach and the CPU computes slowly).
         complexity_size: ``(H, W)`` at which the runner measures MACs (set as ``net.img_size``, which
-            :func:`models.registry.input_size_for` reads); ``None``: the registry's LOL size 400 × 600.
+            :func:`models.registry.input_size_for` reads); ``None``: the registry's padded LOL size 420 × 620.
         mfd_init: ``"default"`` (the release: PyTorch's initialisation) or ``"vqgan_decoder"`` (project
             extension: the MFD trunk starts as a copy of the Stage-I decoder, :func:`init_mfd`).
     """

@@ -16,10 +16,12 @@ dicts a rename (:func:`official_key`):
   with the adaptive mix and the deformable warps), 44,035,040;
 * ``vqgan``: :class:`~models.glare_vqgan.GlareVQGAN` (the release's separate ``vqgan.pkl``), 62,907,614.
 
-Registered ``glare`` = 134,622,873 parameters (the release's netG 71,715,259 + VQGAN), at LOL's 3×400×600
-(600×400 images; both sides multiples of 4, so the release's evaluation padding, 20 px bottom and left in
-``lightning_modules.enhancement_inference``, is the caller's); ``unused_layers=False`` drops every part's dead
-weights (125,856,726). ``glare_test`` is the tiny composition of the parts' ``*_test`` configurations.
+Registered ``glare`` = 134,622,873 parameters (the release's netG 71,715,259 + VQGAN), at 3×420×620: a LOL
+600×400 image after the release's evaluation padding (20 px bottom and left, in
+``lightning_modules.enhancement_inference``, which is the caller's); the parts are registered at the same
+image size (the MFD at its 105×155 latent), so the benchmark times each stage as evaluated.
+``unused_layers=False`` drops every part's dead weights (125,856,726). ``glare_test`` is the tiny composition
+of the parts' ``*_test`` configurations.
 
 Inference (:meth:`GLARE.stage3_outputs`, ``low: (B, 3, H, W)`` in [0, 1], H and W multiples of 4):
 
@@ -332,7 +334,7 @@ def convert_official_state_dict(state: dict[str, torch.Tensor], model: GLARE,
 
 
 # ------------------------------------------------------------------------------------------------ registry
-@register_model(input_size=(3, 400, 600), paper="glare", task="enhancement")
+@register_model(input_size=(3, 420, 620), paper="glare", task="enhancement")
 def glare(**kwargs) -> GLARE:
     """The released GLARE (LOL): E_c + flow + MFD + VQGAN, 134,622,873 parameters (44,035,040 trainable, the MFD);
     125,856,726 with ``unused_layers=False``."""

@@ -215,15 +215,18 @@ class MultiScaleDecoder(nn.Module):
             target[key].copy_(source[key])
         return len(shared)
 
-    def example_inputs(self, batch_size: int = 1, latent_size: int | None = None) -> tuple:
-        """Random ``(z, nl_feats, enc_feats)`` of the right shapes (latent ``resolution / f`` unless given)."""
-        n = latent_size or self.resolution // 2 ** (self.num_resolutions - 1)
-        z = torch.randn(batch_size, self.z_channels, n, n)
-        size = {i: n * 2 ** (self.num_resolutions - 1 - i) for i in range(self.num_resolutions)}
-        nl = [torch.randn(batch_size, self.ch * self.ch_mult[i], size[i], size[i]) for i in self.fused_levels]
-        enc = [torch.randn(batch_size, self.ch * self.ch_mult[i], size[i], size[i])
-               for i in range(self.num_resolutions - 1)]
-        return z, nl, enc
+    def example_inputs(self, batch_size: int = 1, input_size: Sequence[int] | None = None) -> tuple:
+        """Random ``(z, nl_feats, enc_feats)`` of the right shapes for a latent ``input_size`` ``(C, h, w)``
+        (default: the square latent of ``resolution``)."""
+        n = self.resolution // 2 ** (self.num_resolutions - 1)
+        h, w = (n, n) if input_size is None else (int(input_size[-2]), int(input_size[-1]))
+        z = torch.randn(batch_size, self.z_channels, h, w)
+        scale = {i: 2 ** (self.num_resolutions - 1 - i) for i in range(self.num_resolutions)}
+
+        def feature(i: int) -> torch.Tensor:
+            return torch.randn(batch_size, self.ch * self.ch_mult[i], h * scale[i], w * scale[i])
+
+        return z, [feature(i) for i in self.fused_levels], [feature(i) for i in range(self.num_resolutions - 1)]
 
 
 def convert_official_state_dict(state: dict[str, torch.Tensor], model: MultiScaleDecoder) -> dict[str, torch.Tensor]:
@@ -251,11 +254,12 @@ def convert_official_state_dict(state: dict[str, torch.Tensor], model: MultiScal
     return out
 
 
-@register_model(input_size=(3, 64, 64), paper="glare", task="enhancement")
+@register_model(input_size=(3, 105, 155), paper="glare", task="enhancement")
 def glare_decoder(**kwargs) -> MultiScaleDecoder:
     """The released Stage-III decoder (44,035,040 parameters; 38,701,789 with ``unused_layers=False``).
 
-    ``input_size`` is the latent's (a 256² crop); the other inputs come from ``example_inputs``.
+    ``input_size`` is the latent of a LOL image as evaluated (600×400 padded to 620×420); the other inputs
+    come from ``example_inputs``.
     """
     return MultiScaleDecoder(**kwargs)
 

@@ -278,7 +278,7 @@ def convert_official_state_dict(state: dict[str, torch.Tensor], model: nn.Module
 
 
 # ------------------------------------------------------------------------------------------------ registry
-@register_model(input_size=(3, 256, 256), paper="glare", task="enhancement")
+@register_model(input_size=(3, 420, 620), paper="glare", task="enhancement")
 def glare_stage2(**kwargs) -> GlareStage2:
     """The released Stage II (``LLFlowVQGAN2``, ``confs/train_stage2_LOL.yml``): 27,680,219 parameters."""
     return GlareStage2(**kwargs)

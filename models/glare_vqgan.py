@@ -179,7 +179,7 @@ def load_released_vqgan(path: str | Path, model: GlareVQGAN | None = None) -> Gl
     return model
 
 
-@register_model(input_size=(3, 256, 256), paper="glare", task="enhancement")
+@register_model(input_size=(3, 420, 620), paper="glare", task="enhancement")
 def glare_vqgan(**kwargs) -> GlareVQGAN:
     """The released normal-light VQGAN (62,907,614 parameters; 60,581,022 with ``unused_layers=False``)."""
     return GlareVQGAN(**kwargs)

@@ -1,7 +1,7 @@
 """Complexity and throughput of registered models: the records behind ``results/benchmarks.{json,md}``.
 
 For each model, built with its registry defaults, at the registry ``input_size``
-(:func:`benchmark_model`; a model taking several inputs defines ``example_inputs(batch_size)``,
+(:func:`benchmark_model`; a model taking several inputs defines ``example_inputs(batch_size, input_size)``,
 the registry tests' convention, and is fed those instead, :func:`model_inputs`):
 
 * **Parameters**, total and trainable (:func:`lightning_modules.complexity.count_parameters`).
@@ -249,10 +249,10 @@ def select_models(pattern: str = "*", *, include_test: bool = False) -> list[str
 
 
 def model_inputs(model: nn.Module, input_size: Sequence[int], batch_size: int) -> tuple[Any, ...]:
-    """The positional inputs of one benchmark call: ``model.example_inputs(batch_size)`` where the model
-    defines it (tensors, or lists/dicts of them), else one ``torch.randn(batch_size, *input_size)``."""
+    """The positional inputs of one benchmark call: ``model.example_inputs(batch_size, input_size)`` where the
+    model defines it (tensors, or lists/dicts of them), else one ``torch.randn(batch_size, *input_size)``."""
     if hasattr(model, "example_inputs"):
-        inputs = tuple(model.example_inputs(batch_size))
+        inputs = tuple(model.example_inputs(batch_size, tuple(input_size)))
         if not inputs or not isinstance(inputs[0], torch.Tensor):
             raise TypeError(f"{type(model).__name__}.example_inputs must return a tuple starting with a tensor")
         return inputs

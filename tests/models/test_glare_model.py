@@ -71,15 +71,17 @@ def test_exact_parameter_counts(kwargs, total):
 
 def test_registry_entry():
     info = model_info("glare")
-    assert info.input_size == (3, 400, 600) and info.paper == "glare" and info.task == "enhancement"
+    assert info.input_size == (3, 420, 620) and info.paper == "glare" and info.task == "enhancement"  # LOL, padded
+    assert all(model_info(n).input_size == (3, 420, 620) for n in ("glare_vqgan", "glare_stage2"))
+    assert model_info("glare_decoder").input_size == (3, 105, 155)  # its latent
     assert model_info("glare_test").input_size[1] % 4 == 0 == model_info("glare_test").input_size[2] % 4
 
 
 def test_the_released_model_runs_at_the_lol_size_on_the_meta_device():
-    model = _on_meta().eval()  # shapes only (no weights, no arithmetic): the 3x400x600 pipeline fits together
+    model = _on_meta().eval()  # shapes only (no weights, no arithmetic): the padded LOL pipeline fits together
     with torch.device("meta"), torch.no_grad():
         out = model.stage3_outputs(torch.empty(1, *model_info("glare").input_size))
-    assert out.image.shape == (1, 3, 400, 600) and out.latent.shape == (1, 3, 100, 150)
+    assert out.image.shape == (1, 3, 420, 620) and out.latent.shape == (1, 3, 105, 155)
 
 
 def test_names_and_shapes_equal_the_release():

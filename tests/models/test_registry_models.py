@@ -10,9 +10,9 @@ TEST_MODELS = list_models("*_test")
 
 
 def _inputs(model, info, batch_size):
-    """One ``input_size`` tensor, or ``model.example_inputs(batch_size)`` for a model taking several inputs."""
+    """One ``input_size`` tensor, or ``model.example_inputs(batch_size, input_size)`` for a model taking several."""
     if hasattr(model, "example_inputs"):
-        return tuple(model.example_inputs(batch_size))
+        return tuple(model.example_inputs(batch_size, info.input_size))
     return (torch.randn(batch_size, *info.input_size, requires_grad=True),)
 
 
