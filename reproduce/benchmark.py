@@ -4,6 +4,7 @@
     python reproduce/benchmark.py --models 'cswin*' --iters 50
     python reproduce/benchmark.py --models cswin_unet_test --include-test --out-dir /tmp/bench
     python reproduce/benchmark.py --models 'glare*' --out-dir /tmp/bench   # GLARE: each stage and the whole
+    python reproduce/benchmark.py --models 'glare*' --no-timing --out-dir results/glare   # counts only, seconds
 
 What is measured, the JSON schema and the reference files: ablations/framework/benchmarks.py.
 """
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda-warmup", type=int, default=10, help="untimed CUDA steps before timing")
     parser.add_argument("--cuda-iters", type=int, default=50, help="timed CUDA steps")
     parser.add_argument("--no-cuda", action="store_true", help="skip CUDA even if a GPU is present")
+    parser.add_argument("--no-timing", action="store_true",
+                        help="parameters and MACs only, counted on the meta device (no timing; seconds per model)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: PyTorch's)")
     parser.add_argument("--out-dir", type=Path, default=Path("results"), help="where benchmarks.json/.md go")
     args = parser.parse_args(argv)
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         document = run_benchmarks(
             names, command=shlex.join(["python", "reproduce/benchmark.py", *argv]), batch_size=args.batch_size,
             warmup=args.warmup, iters=args.iters, cuda=not args.no_cuda, cuda_warmup=args.cuda_warmup,
-            cuda_iters=args.cuda_iters, threads=args.threads)
+            cuda_iters=args.cuda_iters, threads=args.threads, timing=not args.no_timing)
     except ValueError as err:  # a bad argument or reference file: one line, exit 2
         parser.error(str(err))
     json_path, md_path = write_benchmarks(document, args.out_dir)

@@ -291,3 +291,14 @@ def test_a_model_with_example_inputs_gets_them_and_tuple_outputs_train():
     (plain,) = benchmarks.model_inputs(torch.nn.Identity(), (3, 8, 8), 2)  # no example_inputs: one randn
     torch.manual_seed(0)
     torch.testing.assert_close(plain, torch.randn(2, 3, 8, 8), rtol=0, atol=0)
+
+
+def test_counts_only_mode_counts_on_the_meta_device_as_on_real_tensors():
+    real = benchmark_model("glare_decoder_test", warmup=0, iters=1, precisions=("32-true",), cuda=False)
+    counts = benchmark_model("glare_decoder_test", timing=False)
+    assert counts["cpu"] is None and counts["cuda"] is None
+    for key in ("params_total", "params_trainable", "macs_conv_linear", "macs_all", "macs_all_by_op", "input_shapes"):
+        assert counts[key] == real[key], key
+    assert counts["macs_all_by_op"]["torchvision.deform_conv2d"] > 0  # the warps are counted
+    document = benchmarks.run_benchmarks(["glare_decoder_test"], command="test", timing=False)
+    assert document["settings"]["timing"] is False and "Counts only" in render_markdown(document)

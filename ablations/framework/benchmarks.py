@@ -60,6 +60,7 @@ import os
 # Kineto (the profiler back-end) logs start/stop lines and "no GPU" errors on CPU-only machines.
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -306,17 +307,21 @@ def benchmark_model(
     cuda_iters: int = 50,
     references: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[str], None] | None = None,
+    timing: bool = True,
 ) -> dict[str, Any]:
     """Everything measured for one registered model, as a JSON-serialisable record (schema in the module doc).
 
     ``precisions`` are measured on the CPU and, if ``cuda`` and a GPU is present, on CUDA,
     their steps interleaved round-robin (:func:`lightning_modules.profiling.time_steps`);
-    ``references`` defaults to :func:`load_references`.
+    ``references`` defaults to :func:`load_references`. ``timing=False``: parameters and MACs only,
+    counted on the meta device (shapes, no arithmetic: seconds even for GLARE at 620×420), ``cpu``/``cuda``
+    ``None``.
     """
     progress = progress or (lambda stage: None)
     info = model_info(name)
     torch.manual_seed(0)
-    model = create_model(name)
+    with torch.device("meta") if not timing else contextlib.nullcontext():
+        model = create_model(name)
     params = count_parameters(model)
     record: dict[str, Any] = {
         "model": name,
@@ -329,7 +334,8 @@ def benchmark_model(
         "weights_mib": round(state_bytes(model) / MIB, 2),
     }
     progress("MACs")
-    one = model_inputs(model, info.input_size, 1)
+    with torch.device("meta") if not timing else contextlib.nullcontext():
+        one = model_inputs(model, info.input_size, 1)
     if hasattr(model, "example_inputs"):
         record["input_shapes"] = [list(t.shape) for t in _tensors(one)]
     record["macs_conv_linear"] = macs_conv_linear(model, *one)
@@ -346,6 +352,9 @@ def benchmark_model(
         else None
     )
 
+    record["cpu"] = record["cuda"] = None
+    if not timing:
+        return record
     x, *rest = model_inputs(model, info.input_size, batch_size)
     timed = _BoundInputs(model, tuple(rest)) if rest else model
     progress("CPU " + " + ".join(precisions))
@@ -372,11 +381,13 @@ def run_benchmarks(
     cuda_warmup: int = 10,
     cuda_iters: int = 50,
     threads: int | None = None,
+    timing: bool = True,
 ) -> dict[str, Any]:
     """The ``benchmarks.json`` document of ``names``, with a progress bar over the models.
 
     ``threads``: ``torch.set_num_threads`` first (default: PyTorch's choice). A model that
-    raises is recorded with its traceback (``"error"``) and the others go on.
+    raises is recorded with its traceback (``"error"``) and the others go on. ``timing=False``:
+    parameters and MACs only (:func:`benchmark_model`).
     """
     if batch_size < 1 or iters < 1 or warmup < 0 or cuda_iters < 1 or cuda_warmup < 0:
         raise ValueError("batch size and iterations must be >= 1 and warm-up steps >= 0")
@@ -406,6 +417,7 @@ def run_benchmarks(
                 cuda_iters=cuda_iters,
                 references=references,
                 progress=lambda stage, name=name: bar.set_postfix_str(f"{name}: {stage}"),
+                timing=timing,
             )
         except Exception:  # one broken model must not lose the other models' numbers
             error = traceback.format_exc()
@@ -419,7 +431,8 @@ def run_benchmarks(
         "precisions": list(precisions),
         "cuda_warmup": cuda_warmup,
         "cuda_iters": cuda_iters,
-        "cuda": cuda and torch.cuda.is_available(),
+        "cuda": timing and cuda and torch.cuda.is_available(),
+        "timing": timing,
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     document["mac_conventions"] = dict(MAC_CONVENTIONS)

@@ -94,9 +94,11 @@ def _header(data: Mapping[str, Any]) -> list[str]:
         f"{host.get('cpu_count', DASH)}, {_threads(host.get('torch_threads'))}; 1-min load average "
         f"{_num(host.get('load_avg_1m'))} before the run (other processes on the machine slow the timings)",
         "- CUDA: " + (", ".join(host["cuda_devices"]) if host.get("cuda_devices") else "not available (no CUDA rows)"),
-        f"- Batch size {settings['batch_size']} for timing and memory; precisions: {precisions}; CPU: "
-        f"{settings['warmup']} warm-up + {settings['iters']} timed steps (median); CUDA: "
-        f"{settings['cuda_warmup']} + {settings['cuda_iters']}. MACs are per image (counted at batch 1).",
+        (f"- Batch size {settings['batch_size']} for timing and memory; precisions: {precisions}; CPU: "
+         f"{settings['warmup']} warm-up + {settings['iters']} timed steps (median); CUDA: "
+         f"{settings['cuda_warmup']} + {settings['cuda_iters']}. MACs are per image (counted at batch 1)."
+         if settings.get("timing", True) else
+         "- Counts only (`--no-timing`): parameters and MACs per image, counted on the meta device; nothing timed."),
         f"- The whole benchmark took {_num(settings.get('elapsed_s'), digits=1)} s.",
         "",
         "**" + CPU_TIMING_NOTE.format(cores=host.get("cpu_usable", "?"), threads=_threads(host.get("torch_threads")))
