@@ -233,10 +233,11 @@ def test_markdown_of_a_sample_document():
     assert render_markdown(_sample_document()) == md  # deterministic
 
 
-def test_committed_markdown_is_the_rendering_of_the_committed_json():
-    data = json.loads((RESULTS / "benchmarks.json").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("path", sorted(RESULTS.rglob("benchmarks.json")), ids=lambda p: str(p.parent.name))
+def test_committed_markdown_is_the_rendering_of_the_committed_json(path):
+    data = json.loads(path.read_text(encoding="utf-8"))
     assert data["schema_version"] == benchmarks.SCHEMA_VERSION
-    assert (RESULTS / "benchmarks.md").read_text(encoding="utf-8") == render_markdown(data)
+    assert path.with_suffix(".md").read_text(encoding="utf-8") == render_markdown(data)
 
 
 # --------------------------------------------------------------------------------------------
