@@ -53,6 +53,8 @@ def test_an_interrupted_table_continues_with_the_missing_runs_only(toy_table, tm
     results = json.loads(json_path.read_text())
     assert results["variants"][0]["runs"][0]["metrics"] == first["metrics"]
     assert "2 finished run(s) of an interrupted invocation reused" in results["notes"][-1]
+    total = sum(r["metrics"]["train_test_seconds"] for v in results["variants"] for r in v["runs"])
+    assert f"sum to {total:.0f} s" in results["notes"][-1]  # the reused runs' time is not lost
     _run(toy_table, tmp_path, "--restart", "--only", "w4")
     assert "reused" not in capsys.readouterr().out
 

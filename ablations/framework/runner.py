@@ -346,7 +346,9 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
         print(f"\nbuilt {len(jobs)} runs; nothing trained (--dry-run)")
         return None
     reused = sum(1 for runs in records.values() for r in runs if r.get("reused"))
-    reuse_note = f"; {reused} finished run(s) of an interrupted invocation reused" if reused else ""
+    run_seconds = sum(r["metrics"].get("train_test_seconds", 0.0) for runs in records.values() for r in runs)
+    reuse_note = (f"; {reused} finished run(s) of an interrupted invocation reused (the runs' own train + test "
+                  f"times, reused ones included, sum to {run_seconds:.0f} s)" if reused else "")
     notes = list(table.notes) + [f"wall time of all runs: {time.perf_counter() - started:.0f} s "
                                  f"({torch.get_num_threads()} CPU threads, "
                                  f"{'CUDA' if torch.cuda.is_available() else 'CPU only'}){reuse_note}"]
