@@ -54,7 +54,7 @@ __all__ = ["GlareStage2Module", "GlareStage3Module", "init_actnorm", "stage2_los
 
 Objective = Literal["nll", "l1"]
 #: How the Stage-III MFD starts: ``"default"`` = the release (PyTorch's initialisation); ``"vqgan_decoder"`` =
-#: project extension, its trunk a copy of the frozen VQGAN decoder (quick runs: the MFD learns in ~100 steps).
+#: project extension, its trunk a copy of the frozen VQGAN decoder (quick runs: on par with SimGLARE after ~50 steps).
 MfdInit = Literal["default", "vqgan_decoder"]
 RELEASED_MILESTONES: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95)
 

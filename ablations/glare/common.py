@@ -22,7 +22,7 @@ COMPLEXITY = (PARAMS, GMACS, SECONDS)
 #: released (1e-3 / 5e-4: a few hundred steps instead of 500k / 40k), Stage II at the released LRs,
 #: MACs at the synthetic images' 48 × 64, CPU denormals flushed, and the MFD trunk starting as a copy of the
 #: Stage-I decoder (``mfd_init: vqgan_decoder``, project extension: from PyTorch's initialisation, as released,
-#: 50 steps leave the image after the AFT ~7 dB below SimGLARE's; 400 steps still ~1 dB below).
+#: 50 steps leave the image after the AFT ~4 dB below SimGLARE's; 400 steps at 1e-3 still ~0.5 dB below).
 QUICK_CHAIN = {
     MODEL + "stage1_steps": 150, MODEL + "stage1_lr": 1e-3, MODEL + "stage1_loss": {"disc_start": 10**9},
     MODEL + "stage2_steps": 150, MODEL + "stage3_steps": 50, MODEL + "stage3_lr": 5e-4,
