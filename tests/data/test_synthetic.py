@@ -129,6 +129,21 @@ def test_default_set_is_fast_and_has_the_expected_content(tmp_path):
         assert checked >= 4
 
 
+def test_every_organ_in_every_case_on_request(tmp_path):
+    root = ensure_synthetic_synapse(tmp_path, num_train_cases=4, absent_gallbladder=False)
+    assert root.name.endswith("_allorgans")
+    assert json.loads((root / "synthetic.json").read_text())["absent_gallbladder"] is False
+    assert all((_train_volume(root, f"case{n:04d}")[1] == 2).any() for n in (5, 6, 7, 9))
+    for case in ("case0008", "case0022"):
+        with h5py.File(root / "test_vol_h5" / f"{case}.npy.h5") as f:
+            assert 2 in np.unique(f["label"][()]), case
+    default = ensure_synthetic_synapse(tmp_path, num_train_cases=4)  # a separate set; its marker is unchanged
+    assert default != root and "absent_gallbladder" not in json.loads((default / "synthetic.json").read_text())
+    first = [root / "test_vol_h5" / "case0008.npy.h5", default / "test_vol_h5" / "case0008.npy.h5"]
+    with h5py.File(first[0]) as a, h5py.File(first[1]) as b:  # a case that keeps its organs is the same
+        np.testing.assert_array_equal(a["image"][()], b["image"][()])
+
+
 def test_interrupted_generation_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     calls = {"n": 0}
     real_file = synthetic.h5py.File
@@ -179,7 +194,7 @@ def test_cache_dir_and_ensure(tmp_path, monkeypatch, capsys):
     kwargs = {"num_train_cases": 1, "num_test_cases": 1, "slices_per_case": 3, "size": 32, "seed": 3}
     root = ensure_synthetic_synapse(**kwargs)
     assert root.parent == tmp_path / "cache"
-    assert root.name == "synapse_synthetic_v1_train1_test1_slices3_size32_seed3"
+    assert root.name == "synapse_synthetic_v2_train1_test1_slices3_size32_seed3"
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1 and str(root) in lines[0]
     assert ensure_synthetic_synapse(**kwargs) == root
