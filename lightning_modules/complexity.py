@@ -51,7 +51,10 @@ Parameters are counted once per tensor (shared / tied parameters once), split
 into total and trainable (``requires_grad``).
 
 All counting functions run one forward pass of the model on the given inputs in
-eval mode under ``torch.no_grad()`` and restore the model's training flag.
+eval mode under ``torch.no_grad()`` and restore the model's training flag. They count
+the architecture, not a faster execution of it: modules with an exact fast path that
+executes fewer MACs (a boolean ``fast_path`` attribute, e.g. CARAFE projecting before its
+reassembly) run their reference form while counting (:func:`reference_forms`).
 Counts are for the batch that is passed; pass a batch of 1 for per-image figures.
 """
 from __future__ import annotations
@@ -116,11 +119,24 @@ def count_parameters(model: nn.Module) -> ParamCount:
 # Helpers
 # --------------------------------------------------------------------------------------------
 @contextmanager
+def reference_forms(model: nn.Module) -> Iterator[None]:
+    """Within the block every submodule with a boolean ``fast_path`` runs its reference form (``False``)."""
+    switched = [m for m in model.modules() if isinstance(getattr(m, "fast_path", None), bool) and m.fast_path]
+    for module in switched:
+        module.fast_path = False
+    try:
+        yield
+    finally:
+        for module in switched:
+            module.fast_path = True
+
+
+@contextmanager
 def _eval_no_grad(model: nn.Module) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), reference_forms(model):
             yield
     finally:
         model.train(was_training)

@@ -113,11 +113,9 @@ class ChannelsLastUpsample(nn.Module):
         """
         if not isinstance(self.upsampler, CARAFE):
             return head(self(x).permute(0, 3, 1, 2)).contiguous()
-        sub = self.upsampler.subpixel_forward(x.permute(0, 3, 1, 2))  # (B, H, W, σ, σ, C)
-        b, h, w, s, _, c = sub.shape
-        logits = head(sub.reshape(b, h, w * s * s, c).permute(0, 3, 1, 2))  # (B, K, H, W·σ²)
-        logits = logits.permute(0, 2, 3, 1).reshape(b, h, w, s, s, -1)
-        return logits.permute(0, 5, 1, 3, 2, 4).reshape(b, -1, h * s, w * s)
+        logits = self.upsampler.subpixel_forward(x.permute(0, 3, 1, 2), head=head)  # (B, H, W, σ, σ, K)
+        b, h, w, s, _, k = logits.shape
+        return logits.permute(0, 5, 1, 3, 2, 4).reshape(b, k, h * s, w * s)
 
 
 class DecoderLevel(nn.Module):

@@ -6,6 +6,14 @@ k_up² neighbourhood, reassembly of the zero-padded k_up×k_up neighbourhood of 
 source pixel, and an extra 1×1 output projection C → C_out (not in the original
 CARAFE). Works for any H×W and any integer σ; no custom CUDA kernel is needed.
 
+Fast path (``fast_path=True``, the default): the 1×1 projection (and a following per-pixel
+linear head) runs **before** the reassembly, at the source resolution: reassembly weights sum
+to 1 per output pixel and the zero padding maps to zero under a bias-free linear map, so
+``W·φ(x) + b = φ(W·x) + b`` exactly (float rounding aside). It executes σ² times fewer
+projection MACs and reassembles C_out instead of C channels. ``fast_path=False`` is the
+release's order; MAC counters switch to it (:func:`lightning_modules.complexity.reference_forms`), so
+reported MACs stay the architecture's.
+
 Index conventions (pinned by the official fixtures): kernel position n addresses
 the offset ``(n // k_up − r, n % k_up − r)``, r = k_up // 2 (row-major, as
 ``F.unfold``); the encoder channel for position n and sub-pixel (a, b) is
@@ -34,8 +42,10 @@ class CARAFE(nn.Module):
         up_kernel: int = 3,
         encoder_kernel: int = 3,
         compressed_channels: int | None = None,
+        fast_path: bool = True,
     ) -> None:
         super().__init__()
+        self.fast_path = fast_path
         if up_kernel % 2 == 0 or encoder_kernel % 2 == 0:
             raise ValueError("CARAFE kernels must be odd")
         out_channels = out_channels or in_channels
@@ -67,32 +77,50 @@ class CARAFE(nn.Module):
         """Zero-padded k×k neighbourhoods of every source pixel: (B, C, H, W) → (B·H·W, k², C)."""
         return _Neighbourhoods.apply(x, self.up_kernel)
 
-    def subpixel_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def subpixel_forward(self, x: torch.Tensor, head: nn.Conv2d | None = None) -> torch.Tensor:
         """CARAFE before the final pixel shuffle: (B, C, H, W) → (B, H, W, σ, σ, C_out).
 
         ``[b, i, j, a, c]`` is output pixel (σi + a, σj + c). Reassembly φ is one batched
-        matmul of the per-pixel (σ², k²) kernels with the (k², C) neighbourhoods; the 1×1
-        projection, a per-pixel map, runs on that sub-pixel layout (viewed as a
-        channels-last (B, C, H, W·σ²) image, so it is a plain GEMM) and only its C_out
-        channels are interleaved afterwards; a caller can apply further per-pixel layers
-        first (CSWin-UNet's head).
+        matmul of the per-pixel (σ², k²) kernels with the (k², C) neighbourhoods. ``head``: a
+        bias-free 1×1 conv applied to the output as well (CSWin-UNet's classifier), giving
+        (B, H, W, σ, σ, K). On the fast path the projection (and head) run first, on the source
+        pixels (module docstring); otherwise on the sub-pixel layout (viewed as a channels-last
+        (B, C, H, W·σ²) image, a plain GEMM), and only the output channels are interleaved.
         """
         b, c, h, w = x.shape
         s = self.scale
+        if head is not None and head.bias is not None:
+            raise ValueError("subpixel_forward's head must be a 1x1 convolution without bias")
         if torch.is_autocast_enabled(x.device.type) and x.is_floating_point():
             # Cast once: the compressor and the neighbourhoods (k² times larger) then share the
             # reduced-precision copy instead of autocast casting each of them.
             x = x.to(torch.get_autocast_dtype(x.device.type))
-        out = torch.bmm(self._source_kernels(x), self._patches(x))  # (B·H·W, σ², C)
-        out = self.projection(out.view(b, h, w * s * s, c).permute(0, 3, 1, 2))  # (B, C_out, H, W·σ²)
-        return out.permute(0, 2, 3, 1).reshape(b, h, w, s, s, -1)
+        kernels = self._source_kernels(x)  # (B·H·W, σ², k²)
+        if not self.fast_path:
+            out = torch.bmm(kernels, self._patches(x))  # (B·H·W, σ², C)
+            out = self.projection(out.view(b, h, w * s * s, c).permute(0, 3, 1, 2))  # (B, C_out, H, W·σ²)
+            if head is not None:
+                out = head(out)
+            return out.permute(0, 2, 3, 1).reshape(b, h, w, s, s, -1)
+        bias = self.projection.bias
+        y = self.projection(x)  # (B, C_out, H, W) at the source resolution
+        if bias is not None:
+            y = y - bias.view(1, -1, 1, 1).to(y.dtype)
+        if head is not None:
+            y = head(y)
+            if bias is not None:
+                bias = F.conv2d(bias.view(1, -1, 1, 1).to(head.weight.dtype), head.weight).flatten()
+        out = torch.bmm(kernels.to(y.dtype), self._patches(y))  # (B·H·W, σ², C_out)
+        if bias is not None:
+            out = out + bias.to(out.dtype)
+        return out.view(b, h, w, s, s, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) → (B, C_out, σH, σW), stored channels-last (as (B, σH, σW, C_out))."""
         return shuffle_subpixels(self.subpixel_forward(x)).permute(0, 3, 1, 2)
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, up_kernel={self.up_kernel}"
+        return f"scale={self.scale}, up_kernel={self.up_kernel}, fast_path={self.fast_path}"
 
 
 def shuffle_subpixels(x: torch.Tensor) -> torch.Tensor:

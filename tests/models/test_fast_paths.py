@@ -122,6 +122,38 @@ def test_carafe_subpixel_layout_is_the_output_before_interleaving():
     torch.testing.assert_close(sub[0, 1, 2, 1, 0], full[0, :, 2 * 1 + 1, 2 * 2 + 0])
 
 
+class _CarafeThenHead(torch.nn.Module):
+    """CARAFE's sub-pixel output, optionally through a bias-free 1×1 head (CSWin-UNet's final upsample)."""
+
+    def __init__(self, carafe: CARAFE, head: torch.nn.Conv2d | None):
+        super().__init__()
+        self.carafe, self.head = carafe, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.carafe.subpixel_forward(x, head=self.head)
+
+
+@pytest.mark.parametrize("with_head", [False, True])
+def test_carafe_projecting_first_equals_the_release_order_and_counts_its_macs(with_head):
+    """Reassembly weights sum to 1 and zero padding stays zero: projection (and head) commute with it."""
+    from lightning_modules.complexity import macs_all, macs_conv_linear
+
+    torch.manual_seed(0)
+    carafe = CARAFE(8, 6, scale=4).double()
+    torch.nn.init.normal_(carafe.projection.bias)  # a bias that matters at the zero-padded border
+    model = _CarafeThenHead(carafe, torch.nn.Conv2d(6, 3, 1, bias=False).double() if with_head else None)
+    x = torch.randn(2, 8, 3, 5, dtype=torch.float64)
+    fast = outputs_and_grads(model, model, x)
+    carafe.fast_path = False
+    assert_same(fast, outputs_and_grads(model, model, x))
+    release_macs = (macs_conv_linear(model, x), macs_all(model, x))
+    carafe.fast_path = True
+    assert (macs_conv_linear(model, x), macs_all(model, x)) == release_macs  # the architecture's MACs
+    assert carafe.fast_path  # restored after counting
+    with pytest.raises(ValueError, match="without bias"):
+        carafe.subpixel_forward(x, head=torch.nn.Conv2d(6, 3, 1).double())
+
+
 def test_neighbourhoods_gradcheck():
     x = torch.randn(1, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: _Neighbourhoods.apply(t, 3), (x,))
