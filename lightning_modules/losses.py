@@ -100,8 +100,9 @@ class SoftDiceLoss(nn.Module):
                 f"target values must lie in [0, {self.num_classes}), "
                 f"got [{int(target.min())}, {int(target.max())}]"
             )
-        # one-hot (B, *spatial, C) -> (B, C, *spatial)
-        onehot = F.one_hot(target, self.num_classes).movedim(-1, 1).to(dtype)
+        # One-hot (B, C, *spatial) in the probabilities' own layout: the products below then
+        # run on matching memory layouts (a one_hot(...).movedim view would not), and t² = t.
+        onehot = torch.zeros_like(probs).scatter_(1, target.unsqueeze(1), 1.0)
         if valid is not None:
             mask = valid.unsqueeze(1).to(dtype)
             probs = probs * mask
@@ -109,7 +110,7 @@ class SoftDiceLoss(nn.Module):
         reduce_dims = [0] + list(range(2, logits.dim()))
         intersect = (probs * onehot).sum(dim=reduce_dims)
         p_sum = (probs * probs).sum(dim=reduce_dims)
-        t_sum = (onehot * onehot).sum(dim=reduce_dims)
+        t_sum = onehot.sum(dim=reduce_dims)
         return 1.0 - (2.0 * intersect + self.smooth) / (p_sum + t_sum + self.smooth)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
