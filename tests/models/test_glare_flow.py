@@ -55,7 +55,8 @@ def test_released_parameter_counts():
     assert kinds == 2 * ([False] * 2 + [True] * 12)  # L = 2 × (2 additional + K = 12)
     assert model.train_gt_ratio == 0.2 and model.log_low and model.downscale == 4
     info = model_info("glare_stage2")
-    assert (info.paper, info.task, info.input_size) == ("glare", "enhancement", (3, 420, 620))  # LOL 600×400 padded as at evaluation
+    # LOL 600×400, padded as at evaluation
+    assert (info.paper, info.task, info.input_size) == ("glare", "enhancement", (3, 420, 620))
 
 
 def test_official_names_and_conversion_round_trip():
