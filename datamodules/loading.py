@@ -4,7 +4,9 @@ A datamodule inherits :class:`SeededLoaders` and sets ``train_dataset`` / ``val_
 / ``test_dataset`` in ``setup()``; it has ``seed``, ``num_workers`` and ``batch_size``.
 Training batches come from :class:`~datamodules.sampling.EpochShuffleSampler` (order a
 pure function of ``(seed, epoch)``; a run resumed inside an epoch leaves out the batches
-it already trained on); every loader uses :func:`~datamodules.sampling.loader_kwargs`.
+it already trained on), under DDP from its per-rank form
+:class:`~datamodules.sampling.ShardedEpochShuffleSampler`; every loader uses
+:func:`~datamodules.sampling.loader_kwargs`.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from .sampling import EpochShuffleSampler, loader_kwargs, resume_point
+from .sampling import EpochShuffleSampler, ShardedEpochShuffleSampler, distributed_shard, loader_kwargs, resume_point
 
 __all__ = ["SeededLoaders"]
 
@@ -37,9 +39,14 @@ class SeededLoaders:
                           **loader_kwargs(self.seed, self.num_workers))
 
     def _train_loader(self, dataset: Dataset) -> DataLoader:
-        epoch, batches_done = resume_point(getattr(self, "trainer", None))
-        sampler = EpochShuffleSampler(len(dataset), seed=self.seed, epoch=epoch, dataset=dataset,
-                                      skip=batches_done * self.batch_size)
+        trainer = getattr(self, "trainer", None)
+        epoch, batches_done = resume_point(trainer)
+        order = {"seed": self.seed, "epoch": epoch, "dataset": dataset, "skip": batches_done * self.batch_size}
+        shard = distributed_shard(trainer)
+        if shard is None:
+            sampler = EpochShuffleSampler(len(dataset), **order)
+        else:  # this rank's share, as Lightning's DDP wrapper would cut it, but resumable inside an epoch
+            sampler = ShardedEpochShuffleSampler(len(dataset), num_replicas=shard[0], rank=shard[1], **order)
         return self._loader(dataset, self.batch_size, sampler=sampler, drop_last=self.drop_last_train)
 
     def train_dataloader(self) -> DataLoader:

@@ -8,6 +8,7 @@ from a checkpoint written inside an epoch (:func:`resume_point`).
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 from collections.abc import Iterator, Mapping
@@ -15,10 +16,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 __all__ = [
     "EpochShuffleSampler",
+    "ShardedEpochShuffleSampler",
+    "distributed_shard",
     "ResumePoint",
     "seed_worker",
     "loader_kwargs",
@@ -40,8 +43,8 @@ class EpochShuffleSampler(Sampler):
     its order (a run resumed inside that epoch: the items already trained on, see
     :func:`resume_point`); later iterations and other epochs are whole. ``len()``
     stays ``num_items``, so Lightning's batch count of the epoch does not change
-    (its counters continue from the checkpoint's batch). Not for a sampler that
-    Lightning wraps for DDP (the wrapper indexes the full list): there, pass 0.
+    (its counters continue from the checkpoint's batch). Under DDP use
+    :class:`ShardedEpochShuffleSampler` (Lightning's wrapper would index the full list).
     """
 
     def __init__(
@@ -71,9 +74,13 @@ class EpochShuffleSampler(Sampler):
         generator = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randperm(self.num_items, generator=generator).tolist()
 
+    def epoch_order(self, epoch: int) -> list[int]:
+        """The items this sampler yields in ``epoch`` (before any resume skip)."""
+        return self.permutation(epoch)
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
-        order = self.permutation(epoch)
+        order = self.epoch_order(epoch)
         if self.pending_skip is not None:
             skip_epoch, skip = self.pending_skip
             self.pending_skip = None  # only the first iteration resumes; a stale skip is dropped
@@ -83,6 +90,51 @@ class EpochShuffleSampler(Sampler):
 
     def __len__(self) -> int:
         return self.num_items
+
+
+class ShardedEpochShuffleSampler(EpochShuffleSampler, DistributedSampler):
+    """One DDP rank's share of :class:`EpochShuffleSampler`'s order; resumable inside an epoch.
+
+    The epoch's order is padded to a multiple of ``num_replicas`` by repeating its start, and
+    rank r takes its items r, r + W, r + 2W, ...: exactly what Lightning's
+    ``DistributedSamplerWrapper`` makes of an :class:`EpochShuffleSampler` (``DistributedSampler``
+    padding, ``shuffle=False``, ``drop_last=False``), so every rank's batches are those of the
+    wrapped sampler. Being a ``DistributedSampler`` itself, Lightning uses it as it is, so
+    ``skip`` (items of *this rank's* share) resumes inside an epoch under DDP as on one process.
+    ``len()`` is the rank's share, ``ceil(num_items / num_replicas)``.
+    """
+
+    def __init__(self, num_items: int, *, num_replicas: int, rank: int, **kwargs: Any) -> None:
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need 0 <= rank < num_replicas, got rank {rank} of {num_replicas}")
+        self.num_replicas, self.rank, self.drop_last = int(num_replicas), int(rank), False
+        self.num_samples = math.ceil(int(num_items) / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+        EpochShuffleSampler.__init__(self, num_items, **kwargs)
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        order = self.permutation(epoch)
+        padding = self.total_size - len(order)
+        if order and padding:
+            order = order + (order * math.ceil(padding / len(order)))[:padding]
+        return order[self.rank:self.total_size:self.num_replicas]
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def distributed_shard(trainer: Any) -> tuple[int, int] | None:
+    """``(num_replicas, rank)`` when ``trainer`` shards training data over processes, else ``None``.
+
+    That is under a multi-process strategy with Lightning's ``use_distributed_sampler`` on
+    (its default), whose ``DistributedSampler`` settings (world size, global rank) are used.
+    """
+    if trainer is None or int(getattr(trainer, "world_size", 1) or 1) <= 1:
+        return None
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if connector is not None and not getattr(connector, "use_distributed_sampler", True):
+        return None
+    return int(trainer.world_size), int(getattr(trainer, "global_rank", 0))
 
 
 def seed_worker(worker_id: int) -> None:
@@ -186,10 +238,9 @@ def resume_point(trainer: Any) -> ResumePoint:
     train DataLoader is first requested by ``trainer.estimated_stepping_batches`` inside
     ``configure_optimizers``, *before* Lightning restores the loops, and it is iterated,
     with workers prefetching, from there) from the checkpoint being resumed,
-    ``trainer.ckpt_path``. Under DDP (``world_size > 1``) ``batches_done`` is 0: Lightning
-    shards the sampler's full list, so a resumed epoch restarts from its first batch
-    (Lightning's own behaviour, which it warns about), while an end-of-epoch checkpoint
-    resumes with the next epoch's order. ``(0, 0)`` without a trainer.
+    ``trainer.ckpt_path``. ``batches_done`` counts each process's batches (under DDP, every
+    rank trained that many of its own share: :class:`ShardedEpochShuffleSampler`).
+    ``(0, 0)`` without a trainer.
     """
     fit_loop = getattr(trainer, "fit_loop", None)
     if fit_loop is None:
@@ -206,10 +257,6 @@ def resume_point(trainer: Any) -> ResumePoint:
 
             rank_zero_warn(f"Could not read the loop state of {ckpt_path} (not a local checkpoint file?): if it "
                            "was written inside an epoch, the resumed run starts that epoch's data from its start")
-    if point.batches_done and getattr(trainer, "world_size", 1) > 1:
-        _info(trainer, f"Resuming inside epoch {point.epoch} under DDP: the epoch restarts from its first batch "
-                       f"({point.batches_done} batches of it were trained before the checkpoint)")
-        return ResumePoint(point.epoch, 0)
     if point.batches_done:
         _info(trainer, f"Resuming inside epoch {point.epoch}: the training sampler leaves out the "
                        f"{point.batches_done} batches trained before the checkpoint (so Lightning's warning "

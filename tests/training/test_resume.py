@@ -172,8 +172,35 @@ def _trainer(world_size: int):
         batch_progress=batches)), ckpt_path=None, world_size=world_size, is_global_zero=True)
 
 
-def test_under_ddp_a_resumed_epoch_restarts_from_its_first_batch():
-    """Lightning shards the sampler's full list under DDP: the skip would drop other ranks' items."""
+def test_the_resume_point_counts_each_processs_own_batches():
+    """Under DDP each rank trained ``batches_done`` batches of its own share (ShardedEpochShuffleSampler)."""
     assert resume_point(_trainer(world_size=1)) == ResumePoint(1, 3)
-    assert resume_point(_trainer(world_size=2)) == ResumePoint(1, 0)
+    assert resume_point(_trainer(world_size=2)) == ResumePoint(1, 3)
     assert resume_point(None) == ResumePoint(0, 0)
+
+
+@pytest.mark.parametrize(("num_items", "world"), [(10, 2), (11, 2), (7, 3), (2, 4), (1, 2), (0, 2)])
+def test_the_sharded_sampler_yields_what_lightnings_ddp_wrapper_makes_of_the_plain_one(num_items, world):
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    from datamodules.sampling import ShardedEpochShuffleSampler
+
+    for rank in range(world):
+        plain = EpochShuffleSampler(num_items, seed=5)
+        wrapped = DistributedSamplerWrapper(plain, num_replicas=world, rank=rank, shuffle=False)
+        sharded = ShardedEpochShuffleSampler(num_items, num_replicas=world, rank=rank, seed=5)
+        assert isinstance(sharded, torch.utils.data.DistributedSampler)  # so Lightning keeps it as it is
+        for epoch in (0, 3):
+            wrapped.set_epoch(epoch), sharded.set_epoch(epoch)
+            assert list(sharded) == list(wrapped) and len(sharded) == len(wrapped)
+
+
+def test_the_sharded_sampler_skips_items_of_its_own_share_once():
+    from datamodules.sampling import ShardedEpochShuffleSampler
+
+    whole = list(ShardedEpochShuffleSampler(11, num_replicas=2, rank=1, seed=3, epoch=2))
+    resumed = ShardedEpochShuffleSampler(11, num_replicas=2, rank=1, seed=3, epoch=2, skip=4)
+    assert list(resumed) == whole[4:] and len(resumed) == 6
+    assert list(resumed) == whole  # the next iteration is whole again
+    with pytest.raises(ValueError, match="rank"):
+        ShardedEpochShuffleSampler(4, num_replicas=2, rank=2)
