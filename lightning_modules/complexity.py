@@ -59,6 +59,7 @@ Counts are for the batch that is passed; pass a batch of 1 for per-image figures
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,15 +156,12 @@ def _first_tensor(obj: Any) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Convention (a): Conv + Linear module hooks
 # --------------------------------------------------------------------------------------------
-def _conv_macs(module: nn.modules.conv._ConvNd, inputs: tuple, output: Any) -> int:
+def _conv_macs(module: nn.Module, inputs: tuple, output: Any) -> int:
+    """A (deformable) convolution's ``weight`` applied once per output (per input when transposed) element."""
     per_element = module.weight[0].numel()  # C_in/g·prod(k) (conv) or C_out/g·prod(k) (transposed)
-    if module.transposed:
+    if getattr(module, "transposed", False):
         return _first_tensor(inputs).numel() * per_element
     return _first_tensor(output).numel() * per_element
-
-
-def _deform_conv_macs(module: nn.Module, inputs: tuple, output: Any) -> int:
-    return _first_tensor(output).numel() * module.weight[0].numel()
 
 
 #: Modules applying their ``weight`` as a (deformable) convolution outside ``nn.Conv2d``.
@@ -210,9 +208,7 @@ def macs_conv_linear_by_module(model: nn.Module, *args: Any, **kwargs: Any) -> d
         for name, module in model.named_modules():
             if isinstance(module, nn.MultiheadAttention):
                 handles.append(module.register_forward_hook(make_mha_hook(name), with_kwargs=True))
-            elif isinstance(module, DEFORMABLE_CONVS):
-                handles.append(module.register_forward_hook(make_hook(name, _deform_conv_macs)))
-            elif isinstance(module, nn.modules.conv._ConvNd):
+            elif isinstance(module, (nn.modules.conv._ConvNd, *DEFORMABLE_CONVS)):
                 handles.append(module.register_forward_hook(make_hook(name, _conv_macs)))
             elif isinstance(module, nn.Linear):
                 handles.append(module.register_forward_hook(make_hook(name, _linear_macs)))
@@ -261,13 +257,7 @@ def sdpa_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *ar
 def deform_conv2d_flops(input_shape, weight_shape, *args: Any, out_shape=None, **kwargs: Any) -> int:
     """FLOPs of torchvision's ``deform_conv2d`` (input, weight, offset, mask, bias, ...): ``2 · out.numel() ·
     C_in/g · kh · kw``, the convolution's; bilinear sampling and the mask product are element-wise."""
-    per_output = 1
-    for size in weight_shape[1:]:
-        per_output *= size
-    total = 1
-    for size in out_shape:
-        total *= size
-    return 2 * total * per_output
+    return 2 * math.prod(out_shape) * math.prod(weight_shape[1:])
 
 
 def _extra_flop_formulas() -> dict[Any, Any]:

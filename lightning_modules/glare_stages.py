@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from lightning.pytorch.cli import OptimizerCallable
@@ -106,8 +106,8 @@ def init_actnorm(module, net, low: Tensor, target: Tensor, objective: Objective)
 
 def check_mfd_init(mfd_init: str, net) -> None:
     """Refuse an unknown ``mfd_init``, or ``"vqgan_decoder"`` for a net without the AFT decoder."""
-    if mfd_init not in ("default", "vqgan_decoder"):
-        raise ValueError(f"mfd_init must be 'default' or 'vqgan_decoder', got {mfd_init!r}")
+    if mfd_init not in get_args(MfdInit):
+        raise ValueError(f"mfd_init must be one of {get_args(MfdInit)}, got {mfd_init!r}")
     if mfd_init == "vqgan_decoder" and not net.aft:
         raise ValueError("mfd_init='vqgan_decoder' initialises the AFT decoder: build the net with aft=True")
 

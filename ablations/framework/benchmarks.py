@@ -320,7 +320,8 @@ def benchmark_model(
     progress = progress or (lambda stage: None)
     info = model_info(name)
     torch.manual_seed(0)
-    with torch.device("meta") if not timing else contextlib.nullcontext():
+    built_on = contextlib.nullcontext if timing else lambda: torch.device("meta")  # model and count inputs
+    with built_on():
         model = create_model(name)
     params = count_parameters(model)
     record: dict[str, Any] = {
@@ -334,7 +335,7 @@ def benchmark_model(
         "weights_mib": round(state_bytes(model) / MIB, 2),
     }
     progress("MACs")
-    with torch.device("meta") if not timing else contextlib.nullcontext():
+    with built_on():
         one = model_inputs(model, info.input_size, 1)
     if hasattr(model, "example_inputs"):
         record["input_shapes"] = [list(t.shape) for t in _tensors(one)]
