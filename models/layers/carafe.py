@@ -102,8 +102,12 @@ class CARAFE(nn.Module):
             if head is not None:
                 out = head(out)
             return out.permute(0, 2, 3, 1).reshape(b, h, w, s, s, -1)
-        bias = self.projection.bias  # added after the reassembly (the padding must stay zero)
-        y = F.conv2d(x, self.projection.weight)  # (B, C_out, H, W) at the source resolution, bias-free
+        bias = self.projection.bias
+        y = self.projection(x)  # (B, C_out, H, W) at the source resolution
+        if bias is not None:
+            # The bias goes on after the reassembly (the padding must stay zero). Subtracting it here,
+            # not projecting bias-free, keeps the rounding the committed quick results were trained with.
+            y = y - bias.view(1, -1, 1, 1).to(y.dtype)
         if head is not None:
             y = head(y)
             if bias is not None:
