@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from models import create_model
-from models.layers import CARAFE, CrossShapedWindowAttention, CSWinBlock
+from models.layers import CARAFE, CrossShapedWindowAttention, CSWinBlock, cswin_attention
 from models.layers.carafe import _Neighbourhoods
-from models.layers.cswin_attention import _residual, _StripeGather, _StripeMerge
+from models.layers.cswin_attention import _residual, _StripeGather, _StripeMerge, window_attention
 
 
 # --------------------------------------------------------------------------- references
@@ -175,10 +175,51 @@ def test_attention_matches_the_previous_implementation_forward_and_backward(dim,
                                                                         module, x))
 
 
+@pytest.mark.parametrize("shape", [(6, 1, 8, 4), (3, 2, 14, 8), (2, 4, 9, 16)])
+def test_window_attention_equals_the_fused_kernel_forward_and_backward(shape):
+    q, k, v = (torch.randn(shape, dtype=torch.float64) for _ in range(3))
+    scale = shape[-1] ** -0.5
+
+    def run(fn):
+        inputs = [t.clone().requires_grad_(True) for t in (q, k, v)]
+        out = fn(*inputs)
+        grads = torch.autograd.grad((out * torch.sin(out)).sum(), inputs)
+        return out, grads
+
+    ours = run(lambda a, b, c: window_attention(a, b, c, scale))
+    fused = run(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, scale=scale))
+    assert_same(ours, fused)
+
+
+def test_window_attention_uses_matmuls_for_short_cpu_windows_and_the_fused_kernel_otherwise(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(cswin_attention.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    q = torch.randn(2, 2, 10, 4)
+    window_attention(q, q, q, 0.5)
+    assert calls == []
+    monkeypatch.setattr(cswin_attention, "MATMUL_ATTENTION_MAX_TOKENS", 9)
+    window_attention(q, q, q, 0.5)
+    assert calls == [q.shape]
+
+
+def test_window_attention_drops_probabilities_as_the_release():
+    q, k, v = (torch.randn(2, 2, 6, 4) for _ in range(3))
+    torch.manual_seed(0)
+    ours = window_attention(q, k, v, 0.5, dropout_p=0.5)
+    torch.manual_seed(0)
+    probs = F.dropout(torch.matmul(q * 0.5, k.transpose(-2, -1)).softmax(dim=-1), p=0.5)
+    torch.testing.assert_close(ours, probs @ v)
+    assert not torch.allclose(ours, window_attention(q, k, v, 0.5))
+
+
 def test_stripe_gather_and_merge_gradcheck():
     b, h, split, cb = 1, 4, 2, 2
     qkv = torch.randn(b, h, h, 6 * cb, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: _StripeGather.apply(t, split, torch.float64), (qkv,))
+    q, _, _ = _StripeGather.apply(qkv, split, torch.float64)  # one of the three unused: its gradient is zero
+    assert torch.autograd.gradcheck(lambda t: _StripeGather.apply(t, split, torch.float64)[0], (qkv,))
     n_win, n = h // split, h * split
     attn = torch.randn(2, b, n_win, n, cb, dtype=torch.float64, requires_grad=True)
     lepe_v = torch.randn(b * n_win, h, split, cb, dtype=torch.float64, requires_grad=True)
