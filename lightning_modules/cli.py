@@ -15,6 +15,9 @@ error, so change the source instead (``--data.init_args.img_size 128``).
 The full resolved configuration, link targets included (every network, optimizer,
 data and trainer setting), is saved as ``config.yaml`` beside the run and sent to
 every logger's hyper-parameters, so the W&B run config holds every knob.
+
+With ``REPRO_KEEP_FREED_MEMORY=1``, building the CLI also keeps freed memory in the process
+(:mod:`lightning_modules.allocator`), for ``reproduce/train.py`` and the table runners alike.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from typing import Any
 import lightning as L
 import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from lightning_modules.allocator import keep_freed_memory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO_ROOT / "reproduce" / "configs" / "_base_" / "default.yaml"
@@ -116,6 +121,7 @@ class ReproCLI(LightningCLI):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         configure_wandb_defaults()
+        keep_freed_memory()
         given = kwargs.get("args")
         argv = [str(a) for a in given] if isinstance(given, (list, tuple)) else sys.argv[1:]
         self._links = COMMON_LINKS + task_links(model_class_path(argv))

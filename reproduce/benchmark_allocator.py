@@ -9,8 +9,9 @@ order that rotates and reverses from round to round, and each child reports the 
 its timed steps, with its minor page faults and system time per step. Arms:
 
 * ``baseline/fp32/default``: the baseline commit's model (as ``benchmark_ab.py``), glibc defaults;
-* ``ours/{fp32,bf16}/default``: the working tree, glibc defaults (``REPRO_KEEP_FREED_MEMORY=0``);
-* ``ours/{fp32,bf16}/keep``: the working tree with ``keep_freed_memory()``, as ``reproduce/train.py`` runs.
+* ``ours/{fp32,bf16}/default``: the working tree, glibc defaults (``REPRO_KEEP_FREED_MEMORY=0``, the default);
+* ``ours/{fp32,bf16}/keep``: the working tree with ``keep_freed_memory()``, as ``reproduce/train.py`` runs
+  with ``REPRO_KEEP_FREED_MEMORY=1``.
 
 The step is ``benchmark_ab.py``'s ``train`` step (batch 2 of 224² slices, the release's loss
 and optimiser). Writes ``results/cswin_unet/allocator_ab.{json,md}``.
@@ -117,8 +118,8 @@ def render_markdown(doc: dict) -> str:
         f"`benchmark_ab.py` ({ab.LOSS}; {ab.OPTIMIZER}). Every arm runs in its own process: {s['rounds']} rounds, "
         f"each arm once per round in a rotating order, {s['warmup']} untimed and {s['steps']} timed steps per "
         "process; a process reports the median of its steps. `keep` is `lightning_modules.allocator."
-        "keep_freed_memory()`, which `reproduce/train.py` and the table runners apply; `default` is glibc "
-        "unchanged.",
+        "keep_freed_memory()`, which `reproduce/train.py` and the table runners apply with "
+        "`REPRO_KEEP_FREED_MEMORY=1`; `default` is glibc unchanged (the default).",
         "",
         "Between processes a 2-core shared machine varies more than within one, so the per-round "
         "range is wide; the medians are the result. Ratio > 1: the variant is faster.",

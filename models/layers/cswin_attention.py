@@ -21,28 +21,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import nn
 
-__all__ = ["StripeAttention", "CrossShapedWindowAttention", "CSWinBlock", "window_attention"]
-
-#: Windows up to this many tokens attend through explicit matmuls on the CPU (see window_attention).
-MATMUL_ATTENTION_MAX_TOKENS = 1024
-
-
-def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                     dropout_p: float = 0.0) -> torch.Tensor:
-    """``softmax(q·kᵀ·scale)·v`` per window and head: (B', heads, n, hd) ×3 → (B', heads, n, hd).
-
-    On the CPU, for windows of at most :data:`MATMUL_ATTENTION_MAX_TOKENS` tokens, this is
-    the release's own sequence (q scaled first, ``q @ kᵀ``, softmax, dropout on the
-    probabilities, ``@ v``): for CSWin's 49–98-token windows it measured 1.4–1.7× faster
-    than the fused CPU kernel, forward and backward. Elsewhere (CUDA, long windows) it is
-    ``F.scaled_dot_product_attention``.
-    """
-    if q.device.type != "cpu" or q.shape[-2] > MATMUL_ATTENTION_MAX_TOKENS:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
-    attn = torch.matmul(q * scale, k.transpose(-2, -1)).softmax(dim=-1)
-    if dropout_p > 0.0:
-        attn = F.dropout(attn, p=dropout_p)
-    return torch.matmul(attn, v)
+__all__ = ["StripeAttention", "CrossShapedWindowAttention", "CSWinBlock"]
 
 
 def _to_windows(x: torch.Tensor, win_h: int, win_w: int) -> torch.Tensor:
@@ -112,8 +91,11 @@ class StripeAttention(nn.Module):
 
         qw, kw, vw = (_to_windows(t, win_h, win_w) for t in (q, k, v))
         lepe = self.lepe(vw.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B', win_h, win_w, C)
-        out = window_attention(heads(qw), heads(kw), heads(vw), self.scale,
-                               self.attn_drop if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            heads(qw), heads(kw), heads(vw),
+            dropout_p=self.attn_drop if self.training else 0.0,
+            scale=self.scale,
+        )
         out = out + heads(lepe)
         out = out.transpose(1, 2).reshape(-1, win_h, win_w, c)
         return _from_windows(out, b, h, w)
@@ -300,8 +282,10 @@ class CrossShapedWindowAttention(nn.Module):
         with _autocast_off(qkv):
             qkv = qkv.to(_attention_dtype(qkv))
             q, k, v = qkv.view(b, h * w, 3, branch.num_heads, branch.head_dim).unbind(2)  # (B, n, heads, hd)
-            out = window_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), branch.scale,
-                                   self._dropout_p(branch))  # (B, heads, n, hd)
+            out = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                dropout_p=self._dropout_p(branch), scale=branch.scale,
+            )  # (B, heads, n, hd), stored as (B, n, heads, hd)
             lepe = branch.lepe(v.reshape(b, h, w, self.dim).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
             return (out.transpose(1, 2).reshape(b, h, w, self.dim) + lepe).to(out_dtype)
 
@@ -314,9 +298,9 @@ class CrossShapedWindowAttention(nn.Module):
         n = h * split
         with _autocast_off(qkv):
             q, k, v = _StripeGather.apply(qkv, split, _attention_dtype(qkv))  # each (2, B, nWin, n, C/2)
-            attn = window_attention(
+            attn = F.scaled_dot_product_attention(
                 *(t.reshape(-1, n, heads, hd).transpose(1, 2) for t in (q, k, v)),  # (2·B·nWin, heads, n, hd)
-                vertical.scale, self._dropout_p(vertical),
+                dropout_p=self._dropout_p(vertical), scale=vertical.scale,
             )
             attn = attn.transpose(1, 2).reshape(2, b, h // split, n, cb)
             v_vert, v_horz = v.unbind(0)

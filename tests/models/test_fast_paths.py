@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from models import create_model
-from models.layers import CARAFE, CrossShapedWindowAttention, CSWinBlock, cswin_attention
+from models.layers import CARAFE, CrossShapedWindowAttention, CSWinBlock
 from models.layers.carafe import _Neighbourhoods
-from models.layers.cswin_attention import _residual, _StripeGather, _StripeMerge, window_attention
+from models.layers.cswin_attention import _residual, _StripeGather, _StripeMerge
 
 
 # --------------------------------------------------------------------------- references
@@ -173,45 +173,6 @@ def test_attention_matches_the_previous_implementation_forward_and_backward(dim,
     x = torch.randn(2, *hw, dim, dtype=torch.float64)
     assert_same(outputs_and_grads(module, module, x), outputs_and_grads(lambda t: reference_attention(module, t),
                                                                         module, x))
-
-
-@pytest.mark.parametrize("shape", [(6, 1, 8, 4), (3, 2, 14, 8), (2, 4, 9, 16)])
-def test_window_attention_equals_the_fused_kernel_forward_and_backward(shape):
-    q, k, v = (torch.randn(shape, dtype=torch.float64) for _ in range(3))
-    scale = shape[-1] ** -0.5
-
-    def run(fn):
-        inputs = [t.clone().requires_grad_(True) for t in (q, k, v)]
-        out = fn(*inputs)
-        grads = torch.autograd.grad((out * torch.sin(out)).sum(), inputs)
-        return out, grads
-
-    ours = run(lambda a, b, c: window_attention(a, b, c, scale))
-    fused = run(lambda a, b, c: F.scaled_dot_product_attention(a, b, c, scale=scale))
-    assert_same(ours, fused)
-
-
-def test_window_attention_uses_matmuls_for_short_cpu_windows_and_the_fused_kernel_otherwise(monkeypatch):
-    calls = []
-    real = F.scaled_dot_product_attention
-    monkeypatch.setattr(cswin_attention.F, "scaled_dot_product_attention",
-                        lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
-    q = torch.randn(2, 2, 10, 4)
-    window_attention(q, q, q, 0.5)
-    assert calls == []
-    monkeypatch.setattr(cswin_attention, "MATMUL_ATTENTION_MAX_TOKENS", 9)
-    window_attention(q, q, q, 0.5)
-    assert calls == [q.shape]
-
-
-def test_window_attention_drops_probabilities_as_the_release():
-    q, k, v = (torch.randn(2, 2, 6, 4) for _ in range(3))
-    torch.manual_seed(0)
-    ours = window_attention(q, k, v, 0.5, dropout_p=0.5)
-    torch.manual_seed(0)
-    probs = F.dropout(torch.matmul(q * 0.5, k.transpose(-2, -1)).softmax(dim=-1), p=0.5)
-    torch.testing.assert_close(ours, probs @ v)
-    assert not torch.allclose(ours, window_attention(q, k, v, 0.5))
 
 
 def test_stripe_gather_and_merge_gradcheck():
