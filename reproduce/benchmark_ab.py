@@ -213,18 +213,34 @@ COMPARISONS = [
 ]
 
 
+def paired_ratios(ref: str, new: str, times: dict[str, list[float]]) -> dict:
+    """``times[ref]`` over ``times[new]`` (paired by round): of the medians, per round, and of the minimums."""
+    paired = [a / b for a, b in zip(times[ref], times[new], strict=True)]
+    return {"reference": ref, "variant": new,
+            "ratio_of_medians": statistics.median(times[ref]) / statistics.median(times[new]),
+            "median_of_paired_ratios": statistics.median(paired),
+            "paired_ratio_min": min(paired), "paired_ratio_max": max(paired),
+            "ratio_of_minimums": min(times[ref]) / min(times[new])}
+
+
 def summarise(times: dict[str, list[float]]) -> tuple[dict, dict]:
     """Medians per variant, and per comparison the ratios of medians, of minimums and of paired rounds."""
     medians = {name: statistics.median(t) for name, t in times.items()}
-    ratios = {}
-    for label, ref, new in COMPARISONS:
-        if ref in times and new in times:
-            paired = [a / b for a, b in zip(times[ref], times[new], strict=True)]
-            ratios[label] = {"reference": ref, "variant": new, "ratio_of_medians": medians[ref] / medians[new],
-                             "median_of_paired_ratios": statistics.median(paired),
-                             "paired_ratio_min": min(paired), "paired_ratio_max": max(paired),
-                             "ratio_of_minimums": min(times[ref]) / min(times[new])}
+    ratios = {label: paired_ratios(ref, new, times) for label, ref, new in COMPARISONS
+              if ref in times and new in times}
     return medians, ratios
+
+
+def ratio_table(ratios: dict[str, dict], minimums: bool = True) -> list[str]:
+    """Markdown rows of :func:`summarise`'s ratios (the ratio-of-minimums column when ``minimums``)."""
+    last = " ratio of minimums |" if minimums else ""
+    rows = ["| comparison | ratio of medians | median of per-round ratios | per-round range |" + last,
+            "|---|---|---|---|" + ("---|" if minimums else "")]
+    for label, r in ratios.items():
+        cell = f" {r['ratio_of_minimums']:.2f}× |" if minimums else ""
+        rows.append(f"| {label} | {r['ratio_of_medians']:.2f}× | {r['median_of_paired_ratios']:.2f}× | "
+                    f"{r['paired_ratio_min']:.2f}–{r['paired_ratio_max']:.2f}× |" + cell)
+    return rows
 
 
 def render_markdown(doc: dict) -> str:
@@ -250,12 +266,8 @@ def render_markdown(doc: dict) -> str:
         "follows the number of parallel ops instead. The median of the per-round ratios pairs steps that",
         "ran seconds apart; the ratio of the minimums (best of all rounds) is the unloaded-machine estimate.",
         "",
-        "| comparison | ratio of medians | median of per-round ratios | per-round range | ratio of minimums |",
-        "|---|---|---|---|---|",
+        *ratio_table(doc["ratios"]),
     ]
-    for label, r in doc["ratios"].items():
-        lines.append(f"| {label} | {r['ratio_of_medians']:.2f}× | {r['median_of_paired_ratios']:.2f}× | "
-                     f"{r['paired_ratio_min']:.2f}–{r['paired_ratio_max']:.2f}× | {r['ratio_of_minimums']:.2f}× |")
     lines += ["", "| variant | median s/step | min s/step |", "|---|---|---|"]
     lines += [f"| {name} | {value:.3f} | {min(doc['times_s'][name]):.3f} |" for name, value in doc["medians_s"].items()]
     loads = doc["round_loadavg"]
@@ -287,6 +299,16 @@ def render_markdown(doc: dict) -> str:
 def _bf16_ratio(doc: dict) -> float | None:
     entry = doc["ratios"].get("bf16 train step (ours) vs baseline fp32")
     return entry["median_of_paired_ratios"] if entry else None
+
+
+def write_report(doc: dict, out_dir: Path, stem: str, render) -> None:
+    """``out_dir/<stem>.json`` from ``doc`` and ``out_dir/<stem>.md`` rendered from it; prints the Markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    md_path.write_text(render(doc))
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,12 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         "times_s": times,
         "round_loadavg": round_loads,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = args.out_dir / "train_step_ab.json", args.out_dir / "train_step_ab.md"
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    md_path.write_text(render_markdown(doc))
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path}")
+    write_report(doc, args.out_dir, "train_step_ab", render_markdown)
     return 0
 
 

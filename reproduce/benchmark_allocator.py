@@ -95,15 +95,9 @@ def spawn(arm: str, baseline_root: str, args) -> dict:
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
+    """Per comparison, the ratios of the processes' median step times (paired by round)."""
     medians = {arm: [r["median_s"] for r in rs] for arm, rs in results.items()}
-    out = {}
-    for label, ref, new in COMPARISONS:
-        paired = [a / b for a, b in zip(medians[ref], medians[new], strict=True)]
-        out[label] = {"reference": ref, "variant": new,
-                      "ratio_of_medians": statistics.median(medians[ref]) / statistics.median(medians[new]),
-                      "median_of_paired_ratios": statistics.median(paired),
-                      "paired_ratio_min": min(paired), "paired_ratio_max": max(paired)}
-    return out
+    return {label: ab.paired_ratios(ref, new, medians) for label, ref, new in COMPARISONS}
 
 
 def render_markdown(doc: dict) -> str:
@@ -124,12 +118,8 @@ def render_markdown(doc: dict) -> str:
         "Between processes a 2-core shared machine varies more than within one, so the per-round "
         "range is wide; the medians are the result. Ratio > 1: the variant is faster.",
         "",
-        "| comparison | ratio of medians | median of per-round ratios | per-round range |",
-        "|---|---|---|---|",
+        *ab.ratio_table(doc["ratios"], minimums=False),
     ]
-    for label, r in doc["ratios"].items():
-        lines.append(f"| {label} | {r['ratio_of_medians']:.2f}× | {r['median_of_paired_ratios']:.2f}× | "
-                     f"{r['paired_ratio_min']:.2f}–{r['paired_ratio_max']:.2f}× |")
     lines += ["", "| arm | median s/step | minor page faults per step | system CPU s per step |", "|---|---|---|---|"]
     for arm, rs in doc["results"].items():
         lines.append(f"| {arm} | {statistics.median(r['median_s'] for r in rs):.3f} | "
@@ -179,12 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": summarise(results),
         "results": results,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = args.out_dir / "allocator_ab.json", args.out_dir / "allocator_ab.md"
-    json_path.write_text(json.dumps(doc, indent=2) + "\n")
-    md_path.write_text(render_markdown(doc))
-    print(md_path.read_text())
-    print(f"wrote {json_path} and {md_path}")
+    ab.write_report(doc, args.out_dir, "allocator_ab", render_markdown)
     return 0
 
 
