@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from models import create_model
-from models.layers import CARAFE, CrossShapedWindowAttention, CSWinBlock
+from models.layers import CARAFE, CrossShapedWindowAttention, CSWinBlock, cswin_attention
 from models.layers.carafe import _Neighbourhoods
-from models.layers.cswin_attention import _residual, _StripeGather, _StripeMerge
+from models.layers.cswin_attention import _residual, _StripeGather, _StripeMerge, _window_attention
 
 
 # --------------------------------------------------------------------------- references
@@ -175,6 +175,27 @@ def test_attention_matches_the_previous_implementation_forward_and_backward(dim,
                                                                         module, x))
 
 
+def test_bf16_window_attention_uses_matmuls_and_stays_close_to_float32(monkeypatch):
+    q, k, v = (torch.randn(6, 2, 14, 16) for _ in range(3))
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(cswin_attention.F, "scaled_dot_product_attention",
+                        lambda *a, **kw: calls.append(a[0].dtype) or real(*a, **kw))
+
+    def run(dtype):
+        inputs = [t.to(dtype).detach().clone().requires_grad_(True) for t in (q, k, v)]
+        out = _window_attention(*inputs, 0.25, 0.0)
+        out.float().pow(2).sum().backward()
+        return out.float(), [t.grad.float() for t in inputs]
+
+    ref, ref_grads = run(torch.float32)
+    low, low_grads = run(torch.bfloat16)
+    assert calls == [torch.float32]  # only the float32 call took the fused kernel
+    torch.testing.assert_close(low, ref, rtol=0.03, atol=0.03)
+    for a, b in zip(low_grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
+
+
 def test_stripe_gather_and_merge_gradcheck():
     b, h, split, cb = 1, 4, 2, 2
     qkv = torch.randn(b, h, h, 6 * cb, dtype=torch.float64, requires_grad=True)
@@ -226,7 +247,7 @@ def test_model_in_float32_eval_matches_the_previous_implementation():
         torch.testing.assert_close(model(x), reference_model(model, x), rtol=1e-4, atol=1e-5)
 
 
-def test_bf16_autocast_stays_close_to_float32_and_keeps_attention_in_float32():
+def test_bf16_autocast_stays_close_to_float32_and_keeps_lepe_in_float32():
     model = create_model("cswin_unet_test").eval()
     x = torch.randn(1, 1, 64, 64)
     with torch.no_grad():
