@@ -98,6 +98,20 @@ def import_models_as(root: Path, alias: str):
     return sys.modules[alias]
 
 
+def random_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic input: ``BATCH`` random 1-channel ``IMG``² slices and random labels of ``CLASSES`` classes."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(BATCH, 1, IMG, IMG, generator=gen),
+            torch.randint(0, CLASSES, (BATCH, IMG, IMG), generator=gen))
+
+
+def release_loss():
+    """The release's training loss, 0.4·CE + 0.6·Dice."""
+    from lightning_modules.losses import CEDiceLoss
+
+    return CEDiceLoss(CLASSES, ce_weight=0.4, dice_weight=0.6)
+
+
 def build_pair(baseline_root: Path, seed: int):
     import_models_as(baseline_root, "baseline_models")
     from models import create_model  # the working tree
@@ -252,7 +266,8 @@ def render_markdown(doc: dict) -> str:
         f"ours `{doc['ours']['commit'][:12]}`"
         + (" plus uncommitted changes under models/" if doc["ours"]["models_dirty"] else "") + ".",
         "",
-        f"{s['batch']}×1×{s['img']}² input, {s['classes']} classes, {s['threads']} PyTorch threads "
+        f"{s['batch']}×1×{s['img']}² synthetic input (random slices and labels, no data set), "
+        f"{s['classes']} classes, {s['threads']} PyTorch threads "
         f"({s['cpu_count']} CPUs, load average {s['loadavg_start'][0]:.1f} at the start, "
         f"{s['loadavg_end'][0]:.1f} at the end), {s['rounds']} rounds after {s['warmup']} warm-up "
         "round(s), variant order rotated and reversed per round. Steps: "
@@ -336,18 +351,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds must be at least 1")
     torch.set_num_threads(args.threads)
     baseline_commit = git("rev-parse", "--verify", args.baseline + "^{commit}")
-    from lightning_modules.losses import CEDiceLoss
-
-    loss_fn = CEDiceLoss(CLASSES, ce_weight=0.4, dice_weight=0.6)
+    loss_fn = release_loss()
     with tempfile.TemporaryDirectory(prefix="cswin_ab_") as tmp:
         extract_models(baseline_commit, Path(tmp))
         baseline, ours, num_params = build_pair(Path(tmp), args.seed)
         base_factory = sys.modules["baseline_models.cswin_unet"].cswin_unet
         from models import create_model
 
-        gen = torch.Generator().manual_seed(args.seed)
-        x = torch.randn(BATCH, 1, IMG, IMG, generator=gen)
-        y = torch.randint(0, CLASSES, (BATCH, IMG, IMG), generator=gen)
+        x, y = random_batch(args.seed)
         checks = agreement(baseline, ours, x, y, loss_fn)
         print(json.dumps(checks, indent=1), flush=True)
         def ours_copy():
@@ -381,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": {"commit": baseline_commit, "source": "git archive <commit> models, imported as baseline_models"},
         "ours": {"commit": git("rev-parse", "HEAD"),
                  "models_dirty": bool(git("status", "--porcelain", "--", "models"))},
-        "settings": {"batch": BATCH, "img": IMG, "classes": CLASSES, "threads": torch.get_num_threads(),
+        "settings": {"batch": BATCH, "img": IMG, "classes": CLASSES, "seed": args.seed,
+                     "threads": torch.get_num_threads(),
                      "rounds": args.rounds, "warmup": args.warmup, "cpu_count": os.cpu_count(),
                      "loadavg_start": load_start, "loadavg_end": load_end,
                      "steps": {k: STEP_KINDS[k] for k in args.steps},

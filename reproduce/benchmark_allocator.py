@@ -48,7 +48,6 @@ RESULT_TAG = "ALLOCATOR_AB_RESULT "
 def run_child(arm: str, baseline_root: str, steps: int, warmup: int, threads: int, seed: int) -> dict:
     """Time ``steps`` train steps of one arm in this process; the allocator is set by the parent's env."""
     from lightning_modules.allocator import keep_freed_memory
-    from lightning_modules.losses import CEDiceLoss
 
     side, precision, allocator = arm.split("/")
     applied = keep_freed_memory() if allocator == "keep" else False
@@ -63,10 +62,8 @@ def run_child(arm: str, baseline_root: str, steps: int, warmup: int, threads: in
         from models import create_model
 
         model = create_model("cswin_unet", num_classes=ab.CLASSES, img_size=ab.IMG)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(ab.BATCH, 1, ab.IMG, ab.IMG, generator=gen)
-    y = torch.randint(0, ab.CLASSES, (ab.BATCH, ab.IMG, ab.IMG), generator=gen)
-    step = ab.make_train_step(model, x, y, CEDiceLoss(ab.CLASSES, ce_weight=0.4, dice_weight=0.6),
+    x, y = ab.random_batch(seed)
+    step = ab.make_train_step(model, x, y, ab.release_loss(),
                               bf16=precision == "bf16")
     for _ in range(warmup):
         step()
@@ -108,7 +105,8 @@ def render_markdown(doc: dict) -> str:
         f"Written by `{doc['command']}` on {doc['date']}. Baseline `{doc['baseline'][:12]}`, "
         f"ours `{doc['ours'][:12]}`.",
         "",
-        f"{ab.BATCH}×1×{ab.IMG}² input, {ab.CLASSES} classes, {s['threads']} PyTorch threads, the train step of "
+        f"{ab.BATCH}×1×{ab.IMG}² synthetic input (random slices and labels, no data set), "
+        f"{ab.CLASSES} classes, {s['threads']} PyTorch threads, the train step of "
         f"`benchmark_ab.py` ({ab.LOSS}; {ab.OPTIMIZER}). Every arm runs in its own process: {s['rounds']} rounds, "
         f"each arm once per round in a rotating order, {s['warmup']} untimed and {s['steps']} timed steps per "
         "process; a process reports the median of its steps. `keep` is `lightning_modules.allocator."
@@ -165,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": baseline_commit,
         "ours": ab.git("rev-parse", "HEAD"),
         "settings": {"rounds": args.rounds, "steps": args.steps, "warmup": args.warmup, "threads": args.threads,
+                     "seed": args.seed,
                      "cpu_count": os.cpu_count(), "torch": torch.__version__},
         "ratios": summarise(results),
         "results": results,

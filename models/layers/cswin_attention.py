@@ -135,33 +135,32 @@ def _autocast_off(t: torch.Tensor):
 class _StripeGather(torch.autograd.Function):
     """qkv map (B, H, W, 3C) → q, k, v stripe windows of both branches, from one pre-allocated buffer.
 
-    Outputs q, k, v, each ``(2, B, nWin, n, C/2)`` of dtype ``dtype``: branch (0 vertical,
+    Outputs q, k, v, each ``(2, B, nWin, n, C/2)``: branch (0 vertical,
     1 horizontal), window, token, channel. Vertical windows list their tokens as (row,
     column in stripe), horizontal ones as (row in stripe, column); so v's branch 0 viewed
     (B·nWin, H, split, C/2) and branch 1 viewed (B·nWin, split, W, C/2) are dense
     channels-last maps for LePE. Both branches need the same nWin and n, i.e. H == W.
     Forward is two strided copies; backward writes each of the three gradients straight
     into its channels of the map gradient (autograd's own select/permute backward would
-    zero-fill and add full-size buffers, and an ``unbind`` would stack them first); a dtype
-    change rides along.
+    zero-fill and add full-size buffers, and an ``unbind`` would stack them first).
     """
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, split: int, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    def forward(ctx, qkv: torch.Tensor, split: int) -> tuple[torch.Tensor, ...]:
         b, h, w, c3 = qkv.shape
-        ctx.split, ctx.shape, ctx.dtype = split, qkv.shape, qkv.dtype
-        buf = qkv.new_empty(3, 2, b, h // split, h * split, c3 // 6, dtype=dtype)
+        ctx.split, ctx.shape = split, qkv.shape
+        buf = qkv.new_empty(3, 2, b, h // split, h * split, c3 // 6)
         for src, dst in _stripe_pairs(qkv, buf, split):
             dst.copy_(src)
         return tuple(buf.unbind(0))
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor):
-        grad_qkv = grads[0].new_empty(ctx.shape, dtype=ctx.dtype)
+        grad_qkv = grads[0].new_empty(ctx.shape)
         for part, grad in enumerate(grads):
             for src, dst in _stripe_pairs(grad_qkv, grad.unsqueeze(0), ctx.split, part):
                 src.copy_(dst)
-        return grad_qkv, None, None
+        return grad_qkv, None
 
 
 def _stripe_pairs(qkv: torch.Tensor, buf: torch.Tensor, split: int,
@@ -185,7 +184,7 @@ def _stripe_pairs(qkv: torch.Tensor, buf: torch.Tensor, split: int,
 
 
 class _StripeMerge(torch.autograd.Function):
-    """attention + LePE of both branches, windows → map (B, H, W, C) of dtype ``dtype``.
+    """attention + LePE of both branches, windows → map (B, H, W, C) of ``attn``'s dtype.
 
     ``attn``: (2, B, nWin, n, C/2) as ``_StripeGather`` orders it; ``lepe_v``: (B·nWin, H, split, C/2),
     ``lepe_h``: (B·nWin, split, W, C/2). The sum is written straight into the map (two
@@ -195,10 +194,10 @@ class _StripeMerge(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, attn: torch.Tensor, lepe_v: torch.Tensor, lepe_h: torch.Tensor, h: int, w: int,
-                split: int, dtype: torch.dtype) -> torch.Tensor:
+                split: int) -> torch.Tensor:
         _, b, _, _, cb = attn.shape
-        ctx.split, ctx.dims, ctx.dtype = split, (h, w), attn.dtype
-        out = attn.new_empty(b, h, w, 2 * cb, dtype=dtype)
+        ctx.split, ctx.dims = split, (h, w)
+        out = attn.new_empty(b, h, w, 2 * cb)
         pairs = _stripe_pairs_out(out, split)
         lepes = (lepe_v.reshape(pairs[0].shape), lepe_h.reshape(pairs[1].shape))
         for g, dst in enumerate(pairs):
@@ -214,12 +213,12 @@ class _StripeMerge(torch.autograd.Function):
         grad = grad.contiguous()
         b, cb = grad.shape[0], grad.shape[-1] // 2
         split = ctx.split
-        g_attn = grad.new_empty(2, b, h // split, h * split, cb, dtype=ctx.dtype)
+        g_attn = grad.new_empty(2, b, h // split, h * split, cb)
         for g, src in enumerate(_stripe_pairs_out(grad, split)):
             g_attn[g].view(src.shape).copy_(src)
         g_v = g_attn[0].view(-1, h, split, cb)
         g_h = g_attn[1].view(-1, split, w, cb)
-        return g_attn, g_v, g_h, None, None, None, None
+        return g_attn, g_v, g_h, None, None, None
 
 
 def _stripe_pairs_out(out: torch.Tensor, split: int) -> list[torch.Tensor]:
@@ -312,7 +311,7 @@ class CrossShapedWindowAttention(nn.Module):
         heads, hd, cb = vertical.num_heads, vertical.head_dim, self.dim // 2
         n = h * split
         with _autocast_off(qkv):
-            q, k, v = _StripeGather.apply(qkv, split, qkv.dtype)  # each (2, B, nWin, n, C/2)
+            q, k, v = _StripeGather.apply(qkv, split)  # each (2, B, nWin, n, C/2)
             attn = _window_attention(
                 *(t.reshape(-1, n, heads, hd).transpose(1, 2) for t in (q, k, v)),  # (2·B·nWin, heads, n, hd)
                 vertical.scale, self._dropout_p(vertical),
@@ -321,7 +320,7 @@ class CrossShapedWindowAttention(nn.Module):
             v_vert, v_horz = _lepe_input(v).unbind(0)
             lepe_v = vertical.lepe(v_vert.reshape(-1, h, split, cb).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
             lepe_h = horizontal.lepe(v_horz.reshape(-1, split, w, cb).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-            return _StripeMerge.apply(attn, lepe_v, lepe_h, h, w, split, qkv.dtype)
+            return _StripeMerge.apply(attn, lepe_v, lepe_h, h, w, split)
 
 
 class CSWinBlock(nn.Module):

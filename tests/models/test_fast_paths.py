@@ -199,14 +199,14 @@ def test_bf16_window_attention_uses_matmuls_and_stays_close_to_float32(monkeypat
 def test_stripe_gather_and_merge_gradcheck():
     b, h, split, cb = 1, 4, 2, 2
     qkv = torch.randn(b, h, h, 6 * cb, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: _StripeGather.apply(t, split, torch.float64), (qkv,))
+    assert torch.autograd.gradcheck(lambda t: _StripeGather.apply(t, split), (qkv,))
     # only q used: the unused outputs come back as zero gradients
-    assert torch.autograd.gradcheck(lambda t: _StripeGather.apply(t, split, torch.float64)[0], (qkv,))
+    assert torch.autograd.gradcheck(lambda t: _StripeGather.apply(t, split)[0], (qkv,))
     n_win, n = h // split, h * split
     attn = torch.randn(2, b, n_win, n, cb, dtype=torch.float64, requires_grad=True)
     lepe_v = torch.randn(b * n_win, h, split, cb, dtype=torch.float64, requires_grad=True)
     lepe_h = torch.randn(b * n_win, split, h, cb, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, v, w: _StripeMerge.apply(a, v, w, h, h, split, torch.float64),
+    assert torch.autograd.gradcheck(lambda a, v, w: _StripeMerge.apply(a, v, w, h, h, split),
                                     (attn, lepe_v, lepe_h))
 
 
