@@ -103,4 +103,8 @@ def log_summary_run(results: Mapping[str, Any], json_path: Path, *, project: str
         run.log_artifact(models)
     where = getattr(run, "dir", None)
     run.finish()
+    # The run's records are written by W&B's service process; shutting it down waits for them to be on
+    # disk, so the folder printed for `wandb sync` is complete (finish() alone once returned before
+    # an offline summary run's file held more than its header). The next wandb.init starts a new one.
+    wandb.teardown()
     return str(Path(where).parent) if where else None
