@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp
 from torch import nn
 
+from models.layers.explicit_attention import explicit_attention
+
 __all__ = ["StripeAttention", "CrossShapedWindowAttention", "CSWinBlock"]
 
 
@@ -91,11 +93,8 @@ class StripeAttention(nn.Module):
 
         qw, kw, vw = (_to_windows(t, win_h, win_w) for t in (q, k, v))
         lepe = self.lepe(vw.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # (B', win_h, win_w, C)
-        out = F.scaled_dot_product_attention(
-            heads(qw), heads(kw), heads(vw),
-            dropout_p=self.attn_drop if self.training else 0.0,
-            scale=self.scale,
-        )
+        out = _window_attention(heads(qw), heads(kw), heads(vw), self.scale,
+                                self.attn_drop if self.training else 0.0)
         out = out + heads(lepe)
         out = out.transpose(1, 2).reshape(-1, win_h, win_w, c)
         return _from_windows(out, b, h, w)
@@ -110,16 +109,18 @@ def _window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
                       dropout_p: float) -> torch.Tensor:
     """``softmax(q·kᵀ·scale)·v``: (B', heads, n, hd) ×3 → (B', heads, n, hd), in q's dtype.
 
-    Reduced precision on the CPU (autocast's bf16): both products as bf16 matmuls (float32
-    accumulation) and the softmax in float32. The CPU's fused kernel is several times slower
-    in bf16 (its backward above all); this measured 1.04–1.20× faster per block, forward and
-    backward, than the fused kernel in float32. Elsewhere ``F.scaled_dot_product_attention``.
+    On the CPU without dropout: :func:`~models.layers.explicit_attention.explicit_attention`
+    (batched GEMMs; the fused CPU kernel is 1.5–2× slower, forward plus backward, for
+    these 49–98-token windows, and slower still in bf16), with the products in q's dtype and
+    the softmax in float32. With dropout on the CPU in bf16/fp16 the same maths through
+    autograd. Elsewhere ``F.scaled_dot_product_attention``.
     """
+    if q.device.type == "cpu" and dropout_p == 0.0:
+        return explicit_attention(q, k, v, scale)
     if not _reduced_cpu(q):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale)
     probs = (torch.matmul(q, k.transpose(-2, -1)).float() * scale).softmax(dim=-1)
-    if dropout_p > 0.0:
-        probs = F.dropout(probs, p=dropout_p)
+    probs = F.dropout(probs, p=dropout_p)
     return torch.matmul(probs.to(q.dtype), v)
 
 

@@ -16,6 +16,7 @@ from models import create_model
 from models.layers import CARAFE, CrossShapedWindowAttention, CSWinBlock, cswin_attention
 from models.layers.carafe import _Neighbourhoods
 from models.layers.cswin_attention import _residual, _StripeGather, _StripeMerge, _window_attention
+from models.layers.explicit_attention import explicit_attention
 
 
 # --------------------------------------------------------------------------- references
@@ -175,25 +176,38 @@ def test_attention_matches_the_previous_implementation_forward_and_backward(dim,
                                                                         module, x))
 
 
-def test_bf16_window_attention_uses_matmuls_and_stays_close_to_float32(monkeypatch):
+def test_explicit_attention_gradcheck_and_equals_the_fused_kernel():
+    q, k, v = (torch.randn(3, 2, 7, 5, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(lambda a, b, c: explicit_attention(a, b, c, 0.3), (q, k, v))
+    fused = [F.scaled_dot_product_attention(q, k, v, scale=0.3)]
+    fused += torch.autograd.grad(fused[0].pow(2).sum(), (q, k, v))
+    ours = [explicit_attention(q, k, v, 0.3)]
+    ours += torch.autograd.grad(ours[0].pow(2).sum(), (q, k, v))
+    for a, b in zip(ours, fused, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_window_attention_skips_the_fused_kernel_and_bf16_stays_close_to_float32(monkeypatch):
     q, k, v = (torch.randn(6, 2, 14, 16) for _ in range(3))
     calls = []
     real = F.scaled_dot_product_attention
     monkeypatch.setattr(cswin_attention.F, "scaled_dot_product_attention",
                         lambda *a, **kw: calls.append(a[0].dtype) or real(*a, **kw))
 
-    def run(dtype):
+    def run(dtype, dropout_p=0.0):
         inputs = [t.to(dtype).detach().clone().requires_grad_(True) for t in (q, k, v)]
-        out = _window_attention(*inputs, 0.25, 0.0)
+        out = _window_attention(*inputs, 0.25, dropout_p)
         out.float().pow(2).sum().backward()
         return out.float(), [t.grad.float() for t in inputs]
 
     ref, ref_grads = run(torch.float32)
     low, low_grads = run(torch.bfloat16)
-    assert calls == [torch.float32]  # only the float32 call took the fused kernel
+    assert calls == []  # without dropout the CPU never takes the fused kernel
     torch.testing.assert_close(low, ref, rtol=0.03, atol=0.03)
     for a, b in zip(low_grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
+    run(torch.float32, dropout_p=0.1)
+    assert calls == [torch.float32]  # attention dropout: the fused kernel draws the mask
 
 
 def test_stripe_gather_and_merge_gradcheck():
