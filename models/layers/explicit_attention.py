@@ -1,7 +1,7 @@
 """Softmax attention over many small windows as batched GEMMs, with a hand-written backward.
 
 For the short sequences of window attention (49–98 tokens, head width 32) the CPU's fused
-``scaled_dot_product_attention`` kernel is 1.5–2× slower, forward plus backward, than three
+``scaled_dot_product_attention`` kernel is 1.5–2× slower, forward plus backward, than two
 batched matrix products around a softmax (its blocked loop is built for long sequences).
 This is that explicit form, the one the CSWin release computes, with a backward that
 reuses the saved probabilities and folds the scale into the products:
