@@ -64,7 +64,7 @@ def run_child(arm: str, baseline_root: str, steps: int, warmup: int, threads: in
         model = create_model("cswin_unet", num_classes=ab.CLASSES, img_size=ab.IMG)
     x, y = ab.random_batch(seed)
     step = ab.make_train_step(model, x, y, ab.release_loss(),
-                              bf16=precision == "bf16")
+                              bf16=precision == "bf16", fused=side != "baseline")
     for _ in range(warmup):
         step()
     times, faults, system = [], [], []

@@ -78,7 +78,7 @@ def test_full_recipe_is_the_released_configuration(tmp_path):
     assert (net.embed_dim, list(net.depths), net.drop_path_rate) == (64, [1, 2, 9, 1], 0.2)
     assert config.trainer.max_epochs == 150 and config.data.init_args.batch_size == 24
     opt = config.model.init_args.optimizer.init_args
-    assert (opt.lr, opt.momentum, opt.weight_decay) == (0.05, 0.9, 1e-4)
+    assert (opt.lr, opt.momentum, opt.weight_decay, opt.fused) == (0.05, 0.9, 1e-4, True)
     assert list(config.model.init_args.loss_weights) == [0.4, 0.6] and config.seed_everything == 1234
 
 
@@ -125,3 +125,12 @@ def test_quick_overrides_apply_in_quick_mode_only(tmp_path):
     full = run_overrides(table, variant, 1, tmp_path, "/data", False, "test")
     assert (quick["model.init_args.a"], quick["model.init_args.b"]) == (1, 3)
     assert (full["model.init_args.a"], full["model.init_args.b"]) == (1, 2)
+
+
+@pytest.mark.parametrize("layer", [None, "quick"])
+def test_cswin_unet_recipes_use_the_fused_update(layer, tmp_path):
+    """The recipe's optimizer is PyTorch's fused kernel (same rule, one kernel for every parameter)."""
+    files = [CONFIGS / "cswin_unet" / "synapse.yaml"]
+    files += [CONFIGS / "cswin_unet" / f"{layer}.yaml"] if layer else [CONFIGS.parent.parent / synthetic_layer(files[0])]
+    cli = make_cli(tmp_path, files, **{"model.init_args.net.init_args.pretrained": None})
+    assert cli.model.optimizer_factory(cli.model.parameters()).defaults["fused"] is True
