@@ -185,17 +185,23 @@ def make_infer_step(model, x, bf16: bool):
     return step
 
 
-def run_rounds(steps: dict, rounds: int, warmup: int) -> tuple[dict[str, list[float]], list[float]]:
-    """Time every step once per round; returns the seconds per step and the 1-min load average per round.
+def run_rounds(steps: dict, rounds: int, warmup: int
+               ) -> tuple[dict[str, list[float]], list[float], dict[str, list[float]]]:
+    """Time every step once per round; returns the seconds per step, the 1-min load average per round
+    and the seconds of each warm-up call (a compiled step compiles in its first).
 
     Steps of the same kind (``train``, ``fwdbwd``, ``infer``) run back to back, so the pairs
     that are compared ran seconds apart; the order inside a kind and the order of the kinds
     rotate from round to round, and every other round runs reversed.
     """
     names = list(steps)
-    for _ in range(warmup):
+    warm = {name: [] for name in names}
+    for w in range(warmup):
         for name in names:
+            start = time.perf_counter()
             steps[name]()
+            warm[name].append(time.perf_counter() - start)
+            print(f"warm-up {w + 1}/{warmup}: {name} {warm[name][-1]:.1f}s", flush=True)
     kinds = list(dict.fromkeys(name.rsplit("/", 1)[1] for name in names))
     groups = {kind: [n for n in names if n.endswith("/" + kind)] for kind in kinds}
     times = {name: [] for name in names}
@@ -214,7 +220,7 @@ def run_rounds(steps: dict, rounds: int, warmup: int) -> tuple[dict[str, list[fl
         loads.append(os.getloadavg()[0])
         print(f"round {r + 1}/{rounds} (load {loads[-1]:.1f}): "
               + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names), flush=True)
-    return times, loads
+    return times, loads, warm
 
 
 #: (label, numerator = the slower reference, denominator): ratio > 1 means the denominator is faster.
@@ -224,6 +230,8 @@ COMPARISONS = [
     ("bf16 train step: ours vs baseline bf16", "baseline/bf16/train", "ours/bf16/train"),
     ("fp32 fwd+bwd: ours vs baseline", "baseline/fp32/fwdbwd", "ours/fp32/fwdbwd"),
     ("bf16 fwd+bwd (ours) vs baseline fp32", "baseline/fp32/fwdbwd", "ours/bf16/fwdbwd"),
+    ("fp32 train step, compiled: ours vs baseline", "baseline/fp32/train", "ours/fp32-compiled/train"),
+    ("bf16 train step, compiled (ours) vs baseline fp32", "baseline/fp32/train", "ours/bf16-compiled/train"),
     ("fp32 inference: ours vs baseline", "baseline/fp32/infer", "ours/fp32/infer"),
     ("bf16 inference (ours) vs baseline fp32", "baseline/fp32/infer", "ours/bf16/infer"),
 ]
@@ -289,6 +297,12 @@ def render_markdown(doc: dict) -> str:
     lines += [f"| {name} | {value:.3f} | {min(doc['times_s'][name]):.3f} |" for name, value in doc["medians_s"].items()]
     loads = doc["round_loadavg"]
     lines += ["", f"1-minute load average per round: {', '.join(f'{v:.1f}' for v in loads)}."]
+    compiled = {n: w for n, w in doc.get("warmup_s", {}).items() if "compiled" in n}
+    if compiled:
+        lines += ["", "Compiled steps (`nn.Module.compile`, Inductor, default mode) compile in their first call: "
+                  + "; ".join(f"{n} {w[0]:.0f} s" for n, w in compiled.items())
+                  + " (later warm-up calls: " + "; ".join(
+                      f"{n} {', '.join(f'{t:.2f}' for t in w[1:]) or '-'} s" for n, w in compiled.items()) + ")."]
     a = doc["agreement"]
     lines += [
         "",
@@ -339,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="which steps to time (default: all): " + "; ".join(f"{k}: {v}" for k, v in
                                                                             STEP_KINDS.items()))
     parser.add_argument("--no-baseline-bf16", action="store_true", help="skip the baseline's bf16 train step")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time our train step with the network compiled (nn.Module.compile, the recipes' "
+                             "model.compile switch), in fp32 and bf16; compiling takes minutes per precision")
     parser.add_argument("--out-dir", type=Path, default=REPO_ROOT / "results" / "cswin_unet")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--render", type=Path, metavar="JSON",
@@ -384,8 +401,13 @@ def main(argv: list[str] | None = None) -> int:
             steps[f"ours/bf16/{kind}"] = make_train_step(ours_copy(), x, y, loss_fn, True, kind)
             if not args.no_baseline_bf16 and kind == "train":
                 steps["baseline/bf16/train"] = make_train_step(baseline_copy(), x, y, loss_fn, True, kind, fused=False)
+            if args.compile and kind == "train":
+                for precision, bf16 in (("fp32", False), ("bf16", True)):
+                    compiled = ours_copy()
+                    compiled.compile()
+                    steps[f"ours/{precision}-compiled/train"] = make_train_step(compiled, x, y, loss_fn, bf16, kind)
         load_start = os.getloadavg()
-        times, round_loads = run_rounds(steps, args.rounds, args.warmup)
+        times, round_loads, warmup_s = run_rounds(steps, args.rounds, args.warmup)
         load_end = os.getloadavg()
     medians, ratios = summarise(times)
     doc = {
@@ -398,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                      "threads": torch.get_num_threads(),
                      "rounds": args.rounds, "warmup": args.warmup, "cpu_count": os.cpu_count(),
                      "loadavg_start": load_start, "loadavg_end": load_end,
-                     "steps": {k: STEP_KINDS[k] for k in args.steps},
+                     "steps": {k: STEP_KINDS[k] for k in args.steps}, "compiled": args.compile,
                      "torch": torch.__version__, "python": platform.python_version(),
                      "mkldnn": torch.backends.mkldnn.is_available()},
         "num_params": num_params,
@@ -408,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         "medians_s": medians,
         "times_s": times,
         "round_loadavg": round_loads,
+        "warmup_s": warmup_s,
     }
     write_report(doc, args.out_dir, "train_step_ab", render_markdown)
     return 0

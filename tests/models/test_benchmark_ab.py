@@ -55,6 +55,7 @@ def test_ratios_are_baseline_over_ours_per_round_and_of_medians(ab):
                      "loadavg_start": (1.0, 1.0, 1.0), "loadavg_end": (2.0, 2.0, 2.0),
                      "steps": {"train": "the step"}},
         "num_params": 10, "ratios": ratios, "medians_s": medians, "times_s": times, "round_loadavg": [1.5, 2.5, 3.5],
+        "warmup_s": {"ours/fp32/train": [1.0], "ours/fp32-compiled/train": [301.0, 1.25]},
         "agreement": {"eval_logits_max_abs_diff": 0.0, "eval_logits_max_abs": 1.0, "train_grads_max_abs_diff": 0.0,
                       "train_grads_max_abs": 1.0, "ours_bf16_vs_fp32_eval_logits_max_abs_diff": 0.01},
     }
@@ -62,3 +63,17 @@ def test_ratios_are_baseline_over_ours_per_round_and_of_medians(ab):
     assert "| fp32 train step: ours vs baseline | 3.00× | 2.00× | 1.50–4.00× | 2.00× |" in text
     assert "| ours/fp32/infer | 1.000 | 0.500 |" in text
     assert "only comparable within this run" in text
+    assert "ours/fp32-compiled/train 301 s" in text and "ours/fp32-compiled/train 1.25 s" in text
+
+
+def test_compiled_variants_are_compared_and_their_compile_time_reported(ab):
+    times = {"baseline/fp32/train": [2.0, 2.0], "ours/fp32-compiled/train": [1.0, 0.5],
+             "ours/bf16-compiled/train": [0.5, 0.5]}
+    _, ratios = ab.summarise(times)
+    assert ratios["fp32 train step, compiled: ours vs baseline"]["ratio_of_minimums"] == pytest.approx(4.0)
+    assert ratios["bf16 train step, compiled (ours) vs baseline fp32"]["ratio_of_medians"] == pytest.approx(4.0)
+    lines = []
+    steps = {name: (lambda n=name: lines.append(n)) for name in times}
+    timed, loads, warm = ab.run_rounds(steps, rounds=2, warmup=2)
+    assert [len(w) for w in warm.values()] == [2, 2, 2] and len(loads) == 2
+    assert all(len(t) == 2 for t in timed.values()) and len(lines) == 4 * 3
