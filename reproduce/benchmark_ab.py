@@ -299,10 +299,10 @@ def render_markdown(doc: dict) -> str:
     lines += ["", f"1-minute load average per round: {', '.join(f'{v:.1f}' for v in loads)}."]
     compiled = {n: w for n, w in doc.get("warmup_s", {}).items() if "compiled" in n}
     if compiled:
+        later = "; ".join(f"{n} {', '.join(f'{t:.2f}' for t in w[1:])} s" for n, w in compiled.items() if w[1:])
         lines += ["", "Compiled steps (`nn.Module.compile`, Inductor, default mode) compile in their first call: "
                   + "; ".join(f"{n} {w[0]:.0f} s" for n, w in compiled.items())
-                  + " (later warm-up calls: " + "; ".join(
-                      f"{n} {', '.join(f'{t:.2f}' for t in w[1:]) or '-'} s" for n, w in compiled.items()) + ")."]
+                  + (f" (later warm-up calls: {later})" if later else "") + "."]
     a = doc["agreement"]
     lines += [
         "",

@@ -130,7 +130,8 @@ def test_quick_overrides_apply_in_quick_mode_only(tmp_path):
 @pytest.mark.parametrize("layer", [None, "quick"])
 def test_cswin_unet_recipes_use_the_fused_update(layer, tmp_path):
     """The recipe's optimizer is PyTorch's fused kernel (same rule, one kernel for every parameter)."""
-    files = [CONFIGS / "cswin_unet" / "synapse.yaml"]
-    files += [CONFIGS / "cswin_unet" / f"{layer}.yaml"] if layer else [CONFIGS.parent.parent / synthetic_layer(files[0])]
+    recipe = CONFIGS / "cswin_unet" / "synapse.yaml"
+    layer_file = recipe.parent / f"{layer}.yaml" if layer else CONFIGS.parent.parent / synthetic_layer(recipe)
+    files = [recipe, layer_file]
     cli = make_cli(tmp_path, files, **{"model.init_args.net.init_args.pretrained": None})
     assert cli.model.optimizer_factory(cli.model.parameters()).defaults["fused"] is True
