@@ -24,8 +24,8 @@ Deliberate deviations from the release (behaviour on the paper config is identic
 * Constructing the model writes no file (the release saves ``cswin_unet.pth`` to the cwd).
 * On the CPU the window attention is the release's explicit ``softmax(scale·q·kᵀ)·v`` as batched
   GEMMs with a hand-written backward (:mod:`models.layers.explicit_attention`; the fused CPU kernel
-  is slower for these short windows); on CUDA the fused kernel. Under CPU bf16 autocast the products
-  are bf16 with the softmax in float32, and LePE runs in float32 (:mod:`models.layers.cswin_attention`).
+  is slower for these short windows); on CUDA the fused kernel. Under CPU bf16 autocast the window
+  attention (products and softmax) is bf16, and LePE runs in float32 (:mod:`models.layers.cswin_attention`).
 * A 1-channel input is repeated to ``in_chans`` channels inside ``forward``, as the
   release's wrapper does; any other channel count must equal ``in_chans``.
 * Full (single-branch) attention is used in stage 4 / the bottleneck, and in any stage

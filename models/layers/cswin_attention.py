@@ -111,8 +111,8 @@ def _window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
 
     On the CPU without dropout: :func:`~models.layers.explicit_attention.explicit_attention`
     (batched GEMMs; the fused CPU kernel is 1.5–2× slower, forward plus backward, for
-    these 49–98-token windows, and slower still in bf16), with the products in q's dtype and
-    the softmax in float32. With dropout on the CPU in bf16/fp16 the same maths through
+    these 49–98-token windows, and slower still in bf16), entirely in q's dtype. With dropout
+    on the CPU in bf16/fp16, the products in that dtype and the softmax in float32, through
     autograd. Elsewhere ``F.scaled_dot_product_attention``.
     """
     if q.device.type == "cpu" and dropout_p == 0.0:
@@ -240,8 +240,8 @@ class CrossShapedWindowAttention(nn.Module):
     On square maps both branches run as one batched attention call (their windows hold
     the same number of tokens), with the window layout made by one copy in and one copy
     out; non-square maps run each branch through :class:`StripeAttention`. Under CPU
-    autocast (bf16) the attention products run in bf16 with the softmax in float32, and LePE
-    in float32 (see :func:`_window_attention`).
+    autocast (bf16) the window attention runs in bf16, and LePE in float32 (see
+    :func:`_window_attention`).
     """
 
     def __init__(

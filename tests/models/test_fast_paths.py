@@ -284,3 +284,15 @@ def test_model_traces_as_one_graph_for_torch_compile():
     model = create_model("cswin_unet_test").train()
     explanation = torch._dynamo.explain(model)(torch.randn(2, 1, 64, 64))
     assert explanation.graph_break_count == 0, [str(b.reason)[:200] for b in explanation.break_reasons]
+
+
+def test_explicit_attention_in_bf16_casts_nothing_forward_or_backward():
+    """bf16 inputs stay bf16 through the products, the softmax and its backward (no ``_to_copy``)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    q, k, v = (torch.randn(4, 2, 49, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = explicit_attention(q, k, v, 0.25)
+        out.sum().backward()
+    assert out.dtype == torch.bfloat16 and q.grad.dtype == torch.bfloat16
+    assert "aten::_to_copy" not in {event.name for event in prof.events()}
