@@ -729,7 +729,7 @@ def check_files(
                 for job, found in zip(todo, pool.map(run, todo), strict=True):
                     results[job[0]] = found
                     bar.update(1)
-            for job in todo:  # a spurious failure of the thread race below: check that file again, alone
+            for job in todo:  # a good file failed by the THREAD_RACE_ERROR race: check it again, alone
                 if any(THREAD_RACE_ERROR in problem.found for problem in results[job[0]]):
                     results[job[0]] = run(job)
     finally:

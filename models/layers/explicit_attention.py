@@ -34,8 +34,7 @@ class _ExplicitAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        q, k, v, probs = ctx.saved_tensors
-        grad = grad.to(v.dtype)
+        q, k, v, probs = ctx.saved_tensors  # grad has the output's dtype: autograd casts it to that
         grad_v = torch.bmm(probs.transpose(1, 2), grad)
         grad_probs = torch.bmm(grad, v.transpose(1, 2))
         grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
