@@ -48,6 +48,8 @@ from pathlib import Path
 
 import torch
 
+from ablations.framework.provenance import describe_cpu, machine
+
 REPO_ROOT = Path(_bootstrap.REPO_ROOT)
 #: The tree before the training-step speed-ups (issue "Scale out and hold up", item 6).
 DEFAULT_BASELINE = "508083adac0ecc457817bdae48b6ff48d6524f88"
@@ -267,6 +269,11 @@ def ratio_table(ratios: dict[str, dict], minimums: bool = True) -> list[str]:
     return rows
 
 
+def cpu_line(doc: dict) -> str:
+    """``", AMD EPYC with avx512_bf16, ..."`` for a report with a ``machine`` entry ("" for older JSONs)."""
+    return f", {describe_cpu(doc['machine'])}" if "machine" in doc else ""
+
+
 def render_markdown(doc: dict) -> str:
     s = doc["settings"]
     lines = [
@@ -278,7 +285,7 @@ def render_markdown(doc: dict) -> str:
         "",
         f"{s['batch']}×1×{s['img']}² synthetic input (random slices and labels, no data set), "
         f"{s['classes']} classes, {s['threads']} PyTorch threads "
-        f"({s['cpu_count']} CPUs, load average {s['loadavg_start'][0]:.1f} at the start, "
+        f"({s['cpu_count']} CPUs{cpu_line(doc)}, load average {s['loadavg_start'][0]:.1f} at the start, "
         f"{s['loadavg_end'][0]:.1f} at the end), {s['rounds']} rounds after {s['warmup']} warm-up "
         "round(s), variant order rotated and reversed per round. Steps: "
         + "; ".join(f"`{k}` = {v}" for k, v in s["steps"].items()) + ".",
@@ -423,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
                      "steps": {k: STEP_KINDS[k] for k in args.steps}, "compiled": args.compile,
                      "torch": torch.__version__, "python": platform.python_version(),
                      "mkldnn": torch.backends.mkldnn.is_available()},
+        "machine": machine(),
         "num_params": num_params,
         "agreement": checks,
         "note": "absolute CPU times are only comparable within this run; ratio > 1: the variant is faster",

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 import benchmark_ab as ab
+from ablations.framework.provenance import machine
 
 ARMS = ["baseline/fp32/default", "ours/fp32/default", "ours/fp32/keep", "ours/bf16/default", "ours/bf16/keep"]
 #: (label, reference arm, variant arm): ratio > 1 means the variant is faster.
@@ -106,7 +107,7 @@ def render_markdown(doc: dict) -> str:
         f"ours `{doc['ours'][:12]}`.",
         "",
         f"{ab.BATCH}×1×{ab.IMG}² synthetic input (random slices and labels, no data set), "
-        f"{ab.CLASSES} classes, {s['threads']} PyTorch threads, the train step of "
+        f"{ab.CLASSES} classes, {s['threads']} PyTorch threads{ab.cpu_line(doc)}, the train step of "
         f"`benchmark_ab.py` ({ab.LOSS}; {ab.OPTIMIZER}). Every arm runs in its own process: {s['rounds']} rounds, "
         f"each arm once per round in a rotating order, {s['warmup']} untimed and {s['steps']} timed steps per "
         "process; a process reports the median of its steps. `keep` is `lightning_modules.allocator."
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"rounds": args.rounds, "steps": args.steps, "warmup": args.warmup, "threads": args.threads,
                      "seed": args.seed,
                      "cpu_count": os.cpu_count(), "torch": torch.__version__},
+        "machine": machine(),
         "ratios": summarise(results),
         "results": results,
     }

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from ablations.framework.provenance import git_commit, git_dirty, library_versions, provenance, utc_now
+from ablations.framework.provenance import (
+    SPEED_RELEVANT_CPU_FLAGS,
+    describe_cpu,
+    git_commit,
+    git_dirty,
+    library_versions,
+    machine,
+    provenance,
+    utc_now,
+)
 from ablations.framework.publish import wandb_table, write_results
 from ablations.framework.render import format_delta, format_value, markdown_diff, render_markdown
 from ablations.framework.results import aggregate_runs, compute_delta, finalize_results, load_results, validate_results
@@ -228,6 +237,21 @@ def test_environment_is_recorded_and_rendered():
     assert "- Environment: python 3.11.7, torch 2.14.1, albumentations 2.0.8" in lines
     without = render_markdown(finalize_results(_sample())).splitlines()
     assert not any(line.startswith("- Environment") for line in without)
+
+
+def test_machine_records_the_cpu_flags_that_set_bf16_speed(monkeypatch, tmp_path):
+    info = machine()
+    assert set(info["cpu_features"]) <= set(SPEED_RELEVANT_CPU_FLAGS) and info["cpu_capability"]
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 avx512f amx_bf16 sse\n")
+    from ablations.framework import provenance as module
+
+    real_path = module.Path
+    monkeypatch.setattr(module, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    faked = machine()
+    assert faked["cpu"] == "Test CPU 9000" and faked["cpu_features"] == ["amx_bf16", "avx512f", "avx2"]
+    assert describe_cpu(faked) == "Test CPU 9000 with amx_bf16, avx512f, avx2"
+    assert describe_cpu({"cpu": "Old CPU", "cpu_features": []}).startswith("Old CPU with none of amx_bf16")
 
 
 def test_git_commit_and_utc_now(tmp_path):

@@ -5,8 +5,8 @@ benchmark), so all of them record the same facts under the same names::
 
     provenance()        -> {"commit": "abc1234", "dirty": False, "created": "2026-12-01T10:00:00Z",
                             "environment": {"python": ..., "torch": ..., ...}}
-    machine()           -> {"platform": ..., "cpu": ..., "cpu_usable": 2, "torch_threads": 2,
-                            "cuda_devices": [...], ...}
+    machine()           -> {"platform": ..., "cpu": ..., "cpu_features": ["avx512_bf16"], "cpu_capability": "AVX512",
+                            "cpu_usable": 2, "torch_threads": 2, "cuda_devices": [...], ...}
 """
 from __future__ import annotations
 
@@ -68,14 +68,35 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _cpu_name() -> str:
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` line of ``/proc/cpuinfo`` (Linux), else None."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == name:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_name() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+#: CPU flags that decide how fast bf16 runs against fp32 (CPU speed ratios differ by them, so
+#: every timing records which are present): AMX tiles, AVX-512 BF16 dot products, AVX-512 itself.
+SPEED_RELEVANT_CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+
+
+def _cpu_features() -> list[str]:
+    flags = set((_cpuinfo_field("flags") or "").split())
+    return [flag for flag in SPEED_RELEVANT_CPU_FLAGS if flag in flags]
+
+
+def describe_cpu(info: dict[str, Any]) -> str:
+    """For a report: ``"AMD EPYC with avx512_bf16, avx512f, avx2"`` from :func:`machine`'s dict."""
+    features = ", ".join(info.get("cpu_features") or ()) or "none of " + ", ".join(SPEED_RELEVANT_CPU_FLAGS)
+    return f"{info.get('cpu', 'unknown CPU')} with {features}"
 
 
 def machine() -> dict[str, Any]:
@@ -90,6 +111,8 @@ def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "cpu": _cpu_name(),
+        "cpu_features": _cpu_features(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "cpu_usable": usable,
         "torch_threads": torch.get_num_threads(),

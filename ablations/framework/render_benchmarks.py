@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ablations.framework.provenance import describe_cpu
+
 __all__ = ["render_markdown", "CPU_TIMING_NOTE", "PRECISION_LABELS"]
 
 DASH = "—"
@@ -90,7 +92,8 @@ def _header(data: Mapping[str, Any]) -> list[str]:
                                    if data.get("dirty") else ""),
         f"- Created (UTC): {data.get('created', DASH)}; torch {env.get('torch', DASH)}, "
         f"Python {env.get('python', DASH)}",
-        f"- CPU: {host.get('cpu', DASH)}, {host.get('cpu_usable', DASH)} usable cores of "
+        f"- CPU: {describe_cpu(host) if 'cpu_features' in host else host.get('cpu', DASH)}, "
+        f"{host.get('cpu_usable', DASH)} usable cores of "
         f"{host.get('cpu_count', DASH)}, {_threads(host.get('torch_threads'))}; 1-min load average "
         f"{_num(host.get('load_avg_1m'))} before the run (other processes on the machine slow the timings)",
         "- CUDA: " + (", ".join(host["cuda_devices"]) if host.get("cuda_devices") else "not available (no CUDA rows)"),

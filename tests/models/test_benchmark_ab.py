@@ -64,6 +64,9 @@ def test_ratios_are_baseline_over_ours_per_round_and_of_medians(ab):
     assert "| ours/fp32/infer | 1.000 | 0.500 |" in text
     assert "only comparable within this run" in text
     assert "ours/fp32-compiled/train 301 s" in text and "ours/fp32-compiled/train 1.25 s" in text
+    assert "(2 CPUs, load average" in text  # a JSON written before the machine was recorded
+    doc["machine"] = {"cpu": "Some CPU", "cpu_features": ["amx_bf16", "avx512f"]}
+    assert "(2 CPUs, Some CPU with amx_bf16, avx512f, load average" in ab.render_markdown(doc)
 
 
 def test_compiled_variants_are_compared_and_their_compile_time_reported(ab):
