@@ -253,10 +253,12 @@ def test_entry_script_reports_a_pattern_without_models_in_one_line(tmp_path):
     assert not (tmp_path / "benchmarks.json").exists()
 
 
-def test_committed_train_step_ab_markdown_is_the_rendering_of_its_json():
+@pytest.mark.parametrize("name", ["train_step_ab", "train_step_ab_intel_xeon_amx"])
+def test_committed_train_step_ab_markdown_is_the_rendering_of_its_json(name):
+    """The latest A/B and the one kept from another CPU (ratios differ by CPU)."""
     import benchmark_ab  # reproduce/ is on the test path
 
-    path = RESULTS / "cswin_unet" / "train_step_ab.json"
+    path = RESULTS / "cswin_unet" / f"{name}.json"
     assert path.with_suffix(".md").read_text() == benchmark_ab.render_markdown(json.loads(path.read_text()))
 
 
