@@ -12,6 +12,7 @@ from ablations.framework.provenance import (
     describe_cpu,
     git_commit,
     git_dirty,
+    hardware,
     library_versions,
     machine,
     provenance,
@@ -237,6 +238,21 @@ def test_environment_is_recorded_and_rendered():
     assert "- Environment: python 3.11.7, torch 2.14.1, albumentations 2.0.8" in lines
     without = render_markdown(finalize_results(_sample())).splitlines()
     assert not any(line.startswith("- Environment") for line in without)
+    assert not any(line.startswith("- Machine") for line in without)  # files written before it was recorded
+
+
+def test_the_machine_is_recorded_and_rendered():
+    """The CPU's kernels round differently, so a table's numbers depend on it: results name it."""
+    recorded = hardware()
+    assert set(recorded) == {"cpu", "cpu_features", "cpu_capability", "cuda_devices"}
+    results = _sample()
+    results["machine"] = {"cpu": "AMD EPYC", "cpu_features": ["avx512_bf16", "avx512f"], "cpu_capability": "AVX512",
+                          "cuda_devices": []}
+    lines = render_markdown(finalize_results(results)).splitlines()
+    assert "- Machine: AMD EPYC with avx512_bf16, avx512f; CUDA: none" in lines
+    results["machine"]["cuda_devices"] = ["NVIDIA H200", "NVIDIA H200"]
+    assert "- Machine: AMD EPYC with avx512_bf16, avx512f; CUDA: NVIDIA H200, NVIDIA H200" in render_markdown(
+        finalize_results(results)).splitlines()
 
 
 def test_machine_records_the_cpu_flags_that_set_bf16_speed(monkeypatch, tmp_path):

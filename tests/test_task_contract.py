@@ -34,6 +34,7 @@ def test_a_classification_table_runs_through_the_unchanged_runner(toy_table, tmp
     assert w16["runs"][0]["metrics"]["gmacs"] == pytest.approx((8 * 16 + 16 * 3) / 1e9)
     assert w16["runs"][0]["metrics"]["params_m"] == pytest.approx((8 * 16 + 16 + 16 * 3 + 3) / 1e6)
     assert render_file(json_path) == json_path.with_suffix(".md").read_text()
+    assert results["machine"]["cpu"] and "- Machine: " in json_path.with_suffix(".md").read_text()
     assert json_path.with_suffix(".png").is_file()
     # each run's folder: its overrides, its checkpoint and its finished-run record
     run_dir = tmp_path / "runs" / "toy" / "table1_width-quick-synthetic" / "w16-s3"

@@ -7,6 +7,8 @@ benchmark), so all of them record the same facts under the same names::
                             "environment": {"python": ..., "torch": ..., ...}}
     machine()           -> {"platform": ..., "cpu": ..., "cpu_features": ["avx512_bf16"], "cpu_capability": "AVX512",
                             "cpu_usable": 2, "torch_threads": 2, "cuda_devices": [...], ...}
+    hardware()          -> the part of machine() that can change numbers (cpu, cpu_features,
+                            cpu_capability, cuda_devices), recorded in every table's results
 """
 from __future__ import annotations
 
@@ -121,6 +123,20 @@ def machine() -> dict[str, Any]:
         "cuda_version": torch.version.cuda,
         "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
     }
+
+
+def hardware() -> dict[str, Any]:
+    """The part of :func:`machine` that can change a run's numbers, not only its speed: the CPU and
+    its instruction sets select different fp32 kernels, which round differently (a quick table
+    trained on two CPUs differs run by run), and the CUDA devices."""
+    info = machine()
+    return {key: info[key] for key in ("cpu", "cpu_features", "cpu_capability", "cuda_devices")}
+
+
+def describe_hardware(info: dict[str, Any]) -> str:
+    """``"AMD EPYC with avx512_bf16, avx512f, avx2; CUDA: none"`` for a results file's Markdown."""
+    cuda = ", ".join(info.get("cuda_devices") or ()) or "none"
+    return f"{describe_cpu(info)}; CUDA: {cuda}"
 
 
 def provenance(repo_dir: str | Path | None = None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ablations.framework.provenance import describe_hardware
 from ablations.framework.table import table_label
 
 __all__ = ["render_markdown", "render_file", "markdown_diff", "format_value", "format_delta"]
@@ -98,6 +99,8 @@ def render_markdown(results: Mapping[str, Any]) -> str:
     lines.append(f"- Created: {results['created']}")
     if results.get("environment"):
         lines.append("- Environment: " + ", ".join(f"{k} {v}" for k, v in results["environment"].items()))
+    if results.get("machine"):
+        lines.append(f"- Machine: {describe_hardware(results['machine'])}")
     lines.append(f"- Seeds: {seeds}")
     lines.append("")
 

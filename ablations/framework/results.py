@@ -19,6 +19,7 @@ Schema (version 1)::
       "overrides": {<dotted config key>: <value>, ...},   # common to every variant
       "commit": "abc1234", "created": "2026-11-22T10:00:00Z", "seeds": [1234],
       "environment": {"python": "3.11.7", "torch": "2.14.1", ...},   # optional: provenance.library_versions()
+      "machine": {"cpu": "AMD EPYC", "cpu_features": [...], ...},    # optional: provenance.hardware()
       "paper_source": "where the paper's numbers come from",
       "metrics": [
         {"name": "test/mean_dice", "label": "DSC (%)", "higher_is_better": true},

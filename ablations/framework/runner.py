@@ -44,7 +44,7 @@ from typing import Any
 import torch
 import yaml
 
-from ablations.framework.provenance import REPO_ROOT, git_commit, library_versions, utc_now
+from ablations.framework.provenance import REPO_ROOT, git_commit, hardware, library_versions, utc_now
 from ablations.framework.publish import log_summary_run, write_results
 from ablations.framework.table import AblationTable, Variant
 
@@ -357,7 +357,8 @@ def _run_table(table: AblationTable, argv: list[str] | None) -> Path | None:
         "dataset": table.dataset, "data_kind": data_kind, "quick": quick, "recipe": table.recipe,
         "overrides": {**table.overrides, **({"quick_recipe": table.quick_recipe} if quick else {}),
                       **({"synthetic_data": table.synthetic_data} if data_kind == "synthetic" else {})},
-        "commit": git_commit(), "environment": library_versions(), "created": utc_now(), "seeds": seeds,
+        "commit": git_commit(), "environment": library_versions(), "machine": hardware(), "created": utc_now(),
+        "seeds": seeds,
         "paper_source": table.paper_source,
         "metrics": [m.as_dict() for m in table.metrics],
         "variants": [
