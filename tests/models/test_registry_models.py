@@ -41,6 +41,11 @@ def test_forward_shape_and_backward(name):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads), "every parameter must receive a gradient"
     assert all(torch.isfinite(g).all() for g in grads)
+    # DDP's gradient buckets take each parameter's strides and warn when a gradient comes otherwise
+    # (models/layers/layout.py): every gradient must arrive with its parameter's strides.
+    mismatched = [(n, p.stride(), p.grad.stride()) for n, p in model.named_parameters()
+                  if p.grad is not None and p.grad.stride() != p.stride()]
+    assert not mismatched, f"gradients with other strides than their parameters: {mismatched[:3]}"
 
 
 @pytest.mark.parametrize("name", TEST_MODELS)
