@@ -85,8 +85,8 @@ def _cpu_name() -> str:
     return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
-#: CPU flags that decide how fast bf16 runs against fp32 (CPU speed ratios differ by them, so
-#: every timing records which are present): AMX tiles, AVX-512 BF16 dot products, AVX-512 itself.
+#: CPU flags that decide which matrix kernels run, so how fast bf16 runs against fp32 and how fp32
+#: rounds (timings and results record which are present): AMX tiles, AVX-512 BF16, AVX-512, AVX2.
 SPEED_RELEVANT_CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
 
 
