@@ -45,6 +45,7 @@ from datamodules.imagenet import isolated_rng
 from datamodules.transforms import item_seed
 from lightning_modules.callbacks import publish_test_report
 from lightning_modules.distributed import gather_cases
+from lightning_modules.grad_layout import align_gradient_strides
 from lightning_modules.metrics import MetricReport
 from lightning_modules.schedules import build_warmup_cosine
 
@@ -155,6 +156,7 @@ class ClassificationModule(L.LightningModule):
         return self.ema.module if self.ema is not None else self.net
 
     def configure_model(self) -> None:
+        align_gradient_strides(self)  # before DDP wraps the module: no bucket-stride warning
         if self.hparams.compile and not getattr(self, "_compiled", False):
             self.net.compile(mode=self.hparams.compile_mode)
             self._compiled = True

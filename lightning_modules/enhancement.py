@@ -39,6 +39,7 @@ from torch import Tensor
 from lightning_modules.callbacks import log_figure, publish_test_report, run_dir
 from lightning_modules.distributed import gather_cases
 from lightning_modules.enhancement_inference import GLARE_RELEASE_PADDING, Padding, padding_to_multiple
+from lightning_modules.grad_layout import align_gradient_strides
 from lightning_modules.metrics.enhancement import EnhancementEvaluator, enhancement_report
 
 __all__ = ["EnhancementTask", "EnhancementTriplets", "multistep_milestones", "padded_call", "triplet_figure"]
@@ -84,6 +85,9 @@ class EnhancementTask(L.LightningModule):
         self._evaluator: EnhancementEvaluator | None = None
         self._records: dict[str, dict[str, dict[str, float]]] = {}
         self.test_report = None
+
+    def configure_model(self) -> None:
+        align_gradient_strides(self)  # before DDP wraps the module: no bucket-stride warning
 
     # ------------------------------------------------------------------ to implement
     def enhance(self, low: Tensor) -> dict[str, Tensor]:

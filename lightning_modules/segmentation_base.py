@@ -9,6 +9,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from lightning_modules.grad_layout import align_gradient_strides
 from lightning_modules.pretrained import load_pretrained_weights
 
 __all__ = ["SegmentationTask"]
@@ -28,6 +29,7 @@ class SegmentationTask(L.LightningModule):
         return self.net(x)
 
     def configure_model(self) -> None:
+        align_gradient_strides(self)  # before DDP wraps the module: no bucket-stride warning
         if self.hparams.compile and not getattr(self, "_compiled", False):
             self.net.compile(mode=self.hparams.compile_mode)  # in place: checkpoints keep their keys
             self._compiled = True

@@ -75,7 +75,6 @@ from models.layers.attention_recording import AttentionRecording
 from models.layers.convformer import ConvBNReLU, cosine_similarity
 from models.layers.drop_path import drop_path_schedule
 from models.layers.init import init_linear_and_layernorm
-from models.layers.layout import channels_last_strides_for_grads
 from models.layers.vit_variants import ATTENTION_TYPES, DLA, refine_softmax_maps
 from models.registry import register_model
 
@@ -184,7 +183,6 @@ class PatcherLayer(nn.Module):
         self.attn = PatcherAttention(dim, heads, sr_ratio, attention, **attn_kwargs)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = MlpWithDepthwiseConv(dim, int(dim * mlp_ratio))
-        channels_last_strides_for_grads(self.mlp.dwconv)  # fed channels-last tokens (models/layers/layout.py)
         self.ls1 = LayerScale(dim, layerscale_init) if layerscale_init is not None else nn.Identity()
         self.ls2 = LayerScale(dim, layerscale_init) if layerscale_init is not None else nn.Identity()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()

@@ -29,7 +29,6 @@ from torch import nn
 
 from models.layers import CSWinBlock, drop_path_schedule
 from models.layers.init import init_linear_and_layernorm
-from models.layers.layout import channels_last_strides_for_grads
 from models.layers.linear_attention import sla_kernel
 from models.slab_norm import slab_norm_layer
 from models.slab_reparam import reparameterize
@@ -46,10 +45,9 @@ class CSWinLinearBranch(nn.Module):
         super().__init__()
         self.dim, self.num_heads, self.head_dim, self.eps = dim, num_heads, dim // num_heads, eps
         self.resolution = tuple(resolution)
-        # Both see channels-last views: their weights take their gradients' strides (models/layers/layout.py).
-        self.lepe = channels_last_strides_for_grads(nn.Conv2d(dim, dim, 3, padding=1, groups=dim))
-        self.dwc = channels_last_strides_for_grads(nn.Conv2d(self.head_dim, self.head_dim, kernel_size,
-                                                             padding=kernel_size // 2, groups=self.head_dim))
+        self.lepe = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.dwc = nn.Conv2d(self.head_dim, self.head_dim, kernel_size, padding=kernel_size // 2,
+                             groups=self.head_dim)
         self.positional_encoding = nn.Parameter(torch.zeros(1, resolution[0] * resolution[1], dim))
         if released_scale:
             self.scale = nn.Parameter(torch.zeros(1, 1, dim))  # the release's; unused in its forward

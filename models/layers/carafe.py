@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers.layout import channels_last_strides_for_grads
-
 __all__ = ["CARAFE", "shuffle_subpixels"]
 
 
@@ -53,12 +51,11 @@ class CARAFE(nn.Module):
         out_channels = out_channels or in_channels
         compressed_channels = compressed_channels or max(in_channels // 4, 1)
         self.scale, self.up_kernel = scale, up_kernel
-        # The 1×1 convs take the strides of their gradients for channels-last input (models/layers/layout.py).
-        self.compressor = channels_last_strides_for_grads(nn.Conv2d(in_channels, compressed_channels, 1))
+        self.compressor = nn.Conv2d(in_channels, compressed_channels, 1)
         self.content_encoder = nn.Conv2d(
             compressed_channels, scale * scale * up_kernel * up_kernel, encoder_kernel, padding=encoder_kernel // 2
         )
-        self.projection = channels_last_strides_for_grads(nn.Conv2d(in_channels, out_channels, 1))
+        self.projection = nn.Conv2d(in_channels, out_channels, 1)
 
     def reassembly_kernels(self, x: torch.Tensor) -> torch.Tensor:
         """Kernel prediction ψ: (B, C, H, W) → softmax-normalised (B, k², σH, σW)."""

@@ -22,7 +22,6 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 
 from models.layers.explicit_attention import explicit_attention
-from models.layers.layout import channels_last_strides_for_grads
 
 __all__ = ["StripeAttention", "CrossShapedWindowAttention", "CSWinBlock"]
 
@@ -68,8 +67,7 @@ class StripeAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = qk_scale if qk_scale is not None else self.head_dim**-0.5
         self.attn_drop = attn_drop
-        # Fed channels-last stripes: its weight takes the strides of its gradient (models/layers/layout.py).
-        self.lepe = channels_last_strides_for_grads(nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim))
+        self.lepe = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
 
     def window_size(self, h: int, w: int) -> tuple[int, int]:
         if self.orientation == "full":

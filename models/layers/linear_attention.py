@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers.layout import channels_last_strides_for_grads
-
 __all__ = ["SimplifiedLinearAttention", "sla_kernel"]
 
 
@@ -64,9 +62,8 @@ class SimplifiedLinearAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        # Fed a channels-last view: its weight takes its gradient's strides (models/layers/layout.py).
-        self.dwc = channels_last_strides_for_grads(nn.Conv2d(self.head_dim, self.head_dim, kernel_size,
-                                                             padding=kernel_size // 2, groups=self.head_dim))
+        self.dwc = nn.Conv2d(self.head_dim, self.head_dim, kernel_size, padding=kernel_size // 2,
+                             groups=self.head_dim)
         if self.window_size is not None:
             n = self.window_size[0] * self.window_size[1]
             self.positional_encoding = nn.Parameter(torch.zeros(1, n, dim))

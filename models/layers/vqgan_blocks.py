@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers.layout import channels_last_strides_for_grads
-
 __all__ = [
     "Normalize",
     "swish",
@@ -87,8 +85,7 @@ class AttnBlock(nn.Module):
         self.q = nn.Conv2d(in_channels, in_channels, 1)
         self.k = nn.Conv2d(in_channels, in_channels, 1)
         self.v = nn.Conv2d(in_channels, in_channels, 1)
-        # Fed the attention output as a channels-last view: strides of its gradient (models/layers/layout.py).
-        self.proj_out = channels_last_strides_for_grads(nn.Conv2d(in_channels, in_channels, 1))
+        self.proj_out = nn.Conv2d(in_channels, in_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape

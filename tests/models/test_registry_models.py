@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lightning_modules.grad_layout import align_gradient_strides
 from models import create_model, list_models, model_info, register_model
 
 TEST_MODELS = list_models("*_test")
@@ -33,6 +34,7 @@ def test_every_paper_model_has_a_test_variant():
 def test_forward_shape_and_backward(name):
     info = model_info(name)
     model = create_model(name)
+    align_gradient_strides(model)  # as the task modules do before DDP wraps them
     inputs = _inputs(model, info, 2)
     out = model(*inputs)
     if info.task == "segmentation":
@@ -42,7 +44,7 @@ def test_forward_shape_and_backward(name):
     assert all(g is not None for g in grads), "every parameter must receive a gradient"
     assert all(torch.isfinite(g).all() for g in grads)
     # DDP's gradient buckets take each parameter's strides and warn when a gradient comes otherwise
-    # (models/layers/layout.py): every gradient must arrive with its parameter's strides.
+    # (lightning_modules/grad_layout.py): every gradient must arrive with its parameter's strides.
     mismatched = [(n, p.stride(), p.grad.stride()) for n, p in model.named_parameters()
                   if p.grad is not None and p.grad.stride() != p.stride()]
     assert not mismatched, f"gradients with other strides than their parameters: {mismatched[:3]}"
