@@ -18,6 +18,8 @@ every logger's hyper-parameters, so the W&B run config holds every knob.
 
 With ``REPRO_KEEP_FREED_MEMORY=1``, building the CLI also keeps freed memory in the process
 (:mod:`lightning_modules.allocator`), for ``reproduce/train.py`` and the table runners alike.
+A bf16 precision on a CPU without bf16 instructions gets a warning when the trainer is built
+(:mod:`lightning_modules.cpu_precision`).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from lightning_modules.allocator import keep_freed_memory
+from lightning_modules.cpu_precision import warn_if_cpu_lacks_bf16
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = REPO_ROOT / "reproduce" / "configs" / "_base_" / "default.yaml"
@@ -147,6 +150,11 @@ class ReproCLI(LightningCLI):
         for source, target in self._links:
             compute = _seed_value if source == "seed_everything" else None
             parser.link_arguments(source, target, compute_fn=compute)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        warn_if_cpu_lacks_bf16(trainer)
+        return trainer
 
     def _weights_only_default(self) -> None:
         config = self.config_init[self.subcommand]
