@@ -65,6 +65,10 @@ def test_ratios_are_baseline_over_ours_per_round_and_of_medians(ab):
     assert "only comparable within this run" in text
     assert "ours/fp32-compiled/train 301 s" in text and "ours/fp32-compiled/train 1.25 s" in text
     assert "(2 CPUs, load average" in text  # a JSON written before the machine was recorded
+    assert "release's fp32" in text and "; fp32: 1.68–1.96×." in text  # 2.00 × (0.84, 0.98)
+    assert "bf16 was not timed" not in text  # an older JSON, from before --precisions
+    doc["settings"]["precisions"] = ["fp32"]
+    assert "bf16 was not timed (`--precisions fp32`)." in ab.render_markdown(doc)
     doc["machine"] = {"cpu": "Some CPU", "cpu_features": ["amx_bf16", "avx512f"]}
     assert "(2 CPUs, Some CPU with amx_bf16, avx512f, load average" in ab.render_markdown(doc)
 
