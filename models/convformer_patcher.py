@@ -72,6 +72,7 @@ from timm.models.pvt_v2 import MlpWithDepthwiseConv, OverlapPatchEmbed
 from torch import nn
 
 from models.layers.attention_recording import AttentionRecording
+from models.layers.constant_cache import ConstantCache
 from models.layers.convformer import ConvBNReLU, cosine_similarity
 from models.layers.drop_path import drop_path_schedule
 from models.layers.init import init_linear_and_layernorm
@@ -129,7 +130,7 @@ class PatcherAttention(SRAttention):
                 raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
             self.sigma_min, self.sigma_max, self.eps = sigma_min, sigma_max, eps
             self.theta = nn.Parameter(torch.randn(heads))
-            self._distance_cache: dict[tuple, torch.Tensor] = {}
+            self._distance_cache = ConstantCache()
         self.record_attention = False
         self.last_attention: torch.Tensor | None = None
 
@@ -140,9 +141,7 @@ class PatcherAttention(SRAttention):
     def gaussian_prior(self, height: int, width: int) -> torch.Tensor:
         """Row-normalised Gaussian of the query→key distance: (heads, h·w, N_k) (convformer only)."""
         key = (height, width, self.theta.device, self.theta.dtype)
-        dis = self._distance_cache.get(key)
-        if dis is None:
-            dis = self._distance_cache[key] = reduced_grid_distance(height, width, self.sr_ratio, *key[2:])
+        dis = self._distance_cache.get(key, lambda: reduced_grid_distance(height, width, self.sr_ratio, *key[2:]))
         return torch.softmax(-(0.5 / self.sigma() ** 2)[:, None, None] * dis, dim=-1)
 
     def attention_maps(self, q: torch.Tensor, k: torch.Tensor, feat_size: tuple[int, int]) -> torch.Tensor:

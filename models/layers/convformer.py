@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from models.layers.attention_recording import AttentionRecording
+from models.layers.constant_cache import ConstantCache
 
 __all__ = [
     "ConvBNReLU",
@@ -128,15 +129,12 @@ class CNNStyleAttention(nn.Module):
         self.proj = nn.Identity() if (heads == 1 and dim_head == dim) else ConvBNReLU(inner, dim, kernel_size=1)
         self.record_attention = False
         self.last_attention: torch.Tensor | None = None
-        self._distance_cache: dict[tuple, torch.Tensor] = {}
+        self._distance_cache = ConstantCache()
 
     def distance(self, height: int, width: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The (H·W, H·W) distance map for this grid, computed once per (H, W, device, dtype)."""
-        key = (height, width, device, dtype)
-        dis = self._distance_cache.get(key)
-        if dis is None:
-            dis = self._distance_cache[key] = grid_distance(height, width, device, dtype)
-        return dis
+        return self._distance_cache.get((height, width, device, dtype),
+                                        lambda: grid_distance(height, width, device, dtype))
 
     def sigma(self) -> torch.Tensor:
         """Per-head Gaussian widths σ_g ∈ (σ_min, σ_max): (heads,)."""

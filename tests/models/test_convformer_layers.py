@@ -66,6 +66,30 @@ def test_distance_map_equals_release_at_32_and_is_recomputed_per_size():
     assert not any("dis" in k for k in module.state_dict())
 
 
+def test_distance_first_built_in_inference_mode_serves_training():
+    """A test or validation pass before training builds the cached map; the backward can still save it."""
+    module = CNNStyleAttention(16, heads=2, dim_head=8)
+    x = torch.randn(1, 16, 6, 6)
+    with torch.inference_mode():
+        expected = module(x)
+    assert not module.distance(6, 6, torch.device("cpu"), torch.float32).is_inference()
+    out = module(x)
+    out.sum().backward()
+    assert module.theta.grad is not None and torch.isfinite(module.theta.grad).all()
+    torch.testing.assert_close(out.detach(), expected, rtol=0, atol=0)
+
+
+def test_patcher_distance_first_built_in_inference_mode_serves_training():
+    from models.convformer_patcher import PatcherAttention
+
+    module = PatcherAttention(32, heads=2, sr_ratio=2, kind="convformer")
+    x = torch.randn(1, 64, 32)
+    with torch.inference_mode():
+        module(x, (8, 8))
+    module(x, (8, 8)).sum().backward()
+    assert module.theta.grad is not None
+
+
 @pytest.mark.parametrize("heads,dim_head,hw", [(2, 8, (4, 6)), (1, 16, (5, 5))])
 def test_csa_matches_reference_on_any_grid(heads, dim_head, hw):
     module = CNNStyleAttention(16, heads=heads, dim_head=dim_head, sigma_max=0.3).double().eval()
