@@ -18,7 +18,8 @@ The offsets can be predicted from the input itself (``forward(x)``) or from anot
 ``modulated=False`` gives DCNv1 (no mask: the predictor outputs the ``2·G·kh·kw`` offsets only), and
 ``zero_init_offset=False`` keeps ``nn.Conv2d``'s default initialisation of the predictor.
 torchvision's kernel runs on the CPU and on CUDA; the naive bilinear-sampling reference it is
-checked against lives in ``tests/models/test_deformable.py``.
+checked against lives in ``tests/models/test_deformable.py``. On the CPU, non-finite offsets raise
+``FloatingPointError`` first: torchvision's CPU kernel crashes the process (segmentation fault) on them.
 """
 from __future__ import annotations
 
@@ -100,6 +101,10 @@ class ModulatedDeformConv2d(nn.Module):
         """``x``: the features sampled; ``feat``: where offsets/masks come from (default ``x``)."""
         offset, mask = self.offset_and_mask(x if feat is None else feat)
         device = x.device.type
+        if device == "cpu" and not bool(torch.isfinite(offset).all()):
+            raise FloatingPointError(
+                f"{type(self).__name__}: non-finite offsets (NaN/inf in the weights or the features: did training "
+                "diverge?); torchvision's CPU deform_conv2d would crash the process on them")
         if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
             # torchvision has an autocast rule for CUDA only (float32, output in x's dtype): the same everywhere
             with torch.autocast(x.device.type, enabled=False):

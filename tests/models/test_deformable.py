@@ -136,3 +136,12 @@ def test_unmodulated_depthwise_form_matches_naive_reference():
     assert offset.abs().max() > 1.0
     ref = _naive_dcnv2(x, offset, torch.ones(1, 9, 7, 7, dtype=torch.float64), layer.weight, None, 1, 3, 3, 6)
     torch.testing.assert_close(layer(x), ref, rtol=1e-9, atol=1e-10)
+
+
+def test_non_finite_offsets_raise_instead_of_crashing_the_cpu_kernel():
+    layer = ModulatedDeformConv2d(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        layer.conv_offset.bias[0] = float("nan")  # what a diverged step leaves in the weights
+    with pytest.raises(FloatingPointError, match="non-finite offsets"):
+        layer(x)
