@@ -190,14 +190,17 @@ class GLAREStage3Loss(nn.Module):
         self.perceptual = VGG16Perceptual(vgg_weights, imagenet_norm)
 
     def forward(self, output: Tensor, target: Tensor) -> dict[str, Tensor]:
-        sr = output.float().clamp(0, 1)
-        finite = ~torch.isnan(sr)
-        sr = torch.where(finite, sr, torch.zeros_like(sr))
-        target = target.float()
-        terms = {
-            "l1": self.l1_weight * ((sr - target) * finite).abs().mean(),
-            "perceptual": self.perceptual_weight * self.perceptual(sr, target),
-            "ms_ssim": self.ms_ssim_weight * (1 - release_ms_ssim(sr, target, normalize=True,
-                                                                   product=self.ms_ssim_product)),
-        }
+        # float32 also under bf16 autocast (the release trains in float32): MS-SSIM's variances
+        # E[x²] − E[x]² cancel to noise in bf16, and its fractional powers of them turn into -inf/NaN
+        with torch.autocast(output.device.type, enabled=False):
+            sr = output.float().clamp(0, 1)
+            finite = ~torch.isnan(sr)
+            sr = torch.where(finite, sr, torch.zeros_like(sr))
+            target = target.float()
+            terms = {
+                "l1": self.l1_weight * ((sr - target) * finite).abs().mean(),
+                "perceptual": self.perceptual_weight * self.perceptual(sr, target),
+                "ms_ssim": self.ms_ssim_weight * (1 - release_ms_ssim(sr, target, normalize=True,
+                                                                       product=self.ms_ssim_product)),
+            }
         return {"loss": terms["l1"] + terms["perceptual"] + terms["ms_ssim"], **terms}

@@ -126,6 +126,22 @@ def test_stage3_loss_gradients_reach_the_output_and_nans_are_masked(vgg_file):
     assert masked["l1"].item() == pytest.approx(l1.item(), rel=1e-5)
 
 
+def test_stage3_loss_is_float32_under_bf16_autocast():
+    """bf16 MS-SSIM variances cancel to noise (its powers went to -inf); the loss runs in float32 as released."""
+    loss = GLAREStage3Loss()
+    g = torch.Generator().manual_seed(4)
+    gt = torch.rand(2, 3, 48, 64, generator=g)
+    # a nearly flat output, as an untrained decoder gives: bf16 MS-SSIM read 0.90 here instead of 0.59
+    out = (0.45 + 0.01 * torch.rand(gt.shape, generator=g)).requires_grad_(True)
+    reference = loss(out, gt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = loss(out.bfloat16(), gt)
+    assert all(v.dtype == torch.float32 for v in mixed.values())
+    assert mixed["ms_ssim"].item() == pytest.approx(reference["ms_ssim"].item(), abs=1e-4)
+    mixed["loss"].backward()
+    assert torch.isfinite(out.grad).all()
+
+
 # ----------------------------------------------------------------------------- Stage-I VQGAN losses
 
 
