@@ -44,6 +44,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from datamodules.imagenet import isolated_rng
 from datamodules.transforms import item_seed
 from lightning_modules.callbacks import publish_test_report
+from lightning_modules.compile_switch import compile_network
 from lightning_modules.distributed import gather_cases
 from lightning_modules.grad_layout import align_gradient_strides
 from lightning_modules.metrics import MetricReport
@@ -157,9 +158,8 @@ class ClassificationModule(L.LightningModule):
 
     def configure_model(self) -> None:
         align_gradient_strides(self)  # before DDP wraps the module: no bucket-stride warning
-        if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile(mode=self.hparams.compile_mode)
-            self._compiled = True
+        if self.hparams.compile:
+            compile_network(self, self.net, self.hparams.compile_mode)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

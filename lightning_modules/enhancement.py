@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from lightning_modules.callbacks import log_figure, publish_test_report, run_dir
+from lightning_modules.compile_switch import compile_network
 from lightning_modules.distributed import gather_cases
 from lightning_modules.enhancement_inference import GLARE_RELEASE_PADDING, Padding, padding_to_multiple
 from lightning_modules.grad_layout import align_gradient_strides
@@ -71,16 +72,20 @@ class EnhancementTask(L.LightningModule):
     Args:
         eval_padding: ``"release"`` or ``"multiple"`` (module docstring).
         lpips_weights: AlexNet LPIPS weights file (``None``: LPIPS skipped with a message).
+        compile, compile_mode: ``torch.compile`` ``self.net`` (the parts of its ``compile_parts()``, e.g.
+            GLARE's) in place (:mod:`lightning_modules.compile_switch`); checkpoints keep their keys.
     """
 
     #: the batch entries of the evaluated input and its reference
     input_key, target_key = "image", "target"
 
-    def __init__(self, eval_padding: EvalPadding = "release", lpips_weights: str | None = None) -> None:
+    def __init__(self, eval_padding: EvalPadding = "release", lpips_weights: str | None = None,
+                 compile: bool = False, compile_mode: str | None = None) -> None:
         super().__init__()
         if eval_padding not in ("release", "multiple"):
             raise ValueError(f"eval_padding must be 'release' or 'multiple', got {eval_padding!r}")
         self.eval_padding = eval_padding
+        self.compile_net, self.compile_mode = bool(compile), compile_mode
         self.lpips_weights = lpips_weights
         self._evaluator: EnhancementEvaluator | None = None
         self._records: dict[str, dict[str, dict[str, float]]] = {}
@@ -88,6 +93,8 @@ class EnhancementTask(L.LightningModule):
 
     def configure_model(self) -> None:
         align_gradient_strides(self)  # before DDP wraps the module: no bucket-stride warning
+        if self.compile_net:
+            compile_network(self, self.net, self.compile_mode)  # in place: checkpoints keep their keys
 
     # ------------------------------------------------------------------ to implement
     def enhance(self, low: Tensor) -> dict[str, Tensor]:

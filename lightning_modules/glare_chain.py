@@ -94,6 +94,8 @@ class GlareChainModule(FrozenPartsInEval, EnhancementTask):
             :func:`models.registry.input_size_for` reads); ``None``: the registry's padded LOL size 420 × 620.
         mfd_init: ``"default"`` (the release: PyTorch's initialisation) or ``"vqgan_decoder"`` (project
             extension: the MFD trunk starts as a copy of the Stage-I decoder, :func:`init_mfd`).
+        compile, compile_mode: :class:`~lightning_modules.enhancement.EnhancementTask` (the cached Stage-I
+            run trains the same, already compiled, encoder and decoder).
     """
 
     def __init__(self, net: nn.Module, stage1_checkpoint: str | None = None, stage1_steps: int = 200,
@@ -104,8 +106,9 @@ class GlareChainModule(FrozenPartsInEval, EnhancementTask):
                  lr_milestones: Sequence[float] = RELEASED_MILESTONES, lr_gamma: float = 0.5,
                  report_first: Literal["simglare", "glare"] = "glare", eval_padding: str = "release",
                  lpips_weights: str | None = None, flush_denormal: bool = False,
-                 complexity_size: Sequence[int] | None = None, mfd_init: MfdInit = "default") -> None:
-        super().__init__(eval_padding, lpips_weights)
+                 complexity_size: Sequence[int] | None = None, mfd_init: MfdInit = "default",
+                 compile: bool = False, compile_mode: str | None = None) -> None:
+        super().__init__(eval_padding, lpips_weights, compile, compile_mode)
         if objective not in ("nll", "l1"):
             raise ValueError(f"objective must be 'nll' or 'l1', got {objective!r}")
         if objective == "nll" and net.latent_model != "flow":

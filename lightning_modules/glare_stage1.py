@@ -70,7 +70,7 @@ class GlareStage1Module(EnhancementTask):
         net: the VQGAN (``glare_vqgan`` / ``glare_vqgan_test``).
         loss: the Stage-I losses (default :class:`~lightning_modules.vqgan_losses.VQGANLoss()`).
         optimizer: factory called with the two parameter groups (default Adam 1.8e-5, betas (0.5, 0.9)).
-        eval_padding, lpips_weights: :class:`~lightning_modules.enhancement.EnhancementTask`.
+        eval_padding, lpips_weights, compile, compile_mode: :class:`~lightning_modules.enhancement.EnhancementTask`.
 
     Batches: ``{"target": (B, 3, H, W) normal-light in [0, 1], ...}`` (the low-light image is not used).
     """
@@ -79,8 +79,8 @@ class GlareStage1Module(EnhancementTask):
 
     def __init__(self, net: nn.Module, loss: VQGANLoss | None = None,
                  optimizer: OptimizerCallable = _default_optimizer, eval_padding: str = "release",
-                 lpips_weights: str | None = None) -> None:
-        super().__init__(eval_padding, lpips_weights)
+                 lpips_weights: str | None = None, compile: bool = False, compile_mode: str | None = None) -> None:
+        super().__init__(eval_padding, lpips_weights, compile, compile_mode)
         self.save_hyperparameters(ignore=["net", "loss", "optimizer"])
         self.net = net
         self.loss = loss if loss is not None else VQGANLoss()

@@ -165,8 +165,8 @@ class _GlareStage(FrozenPartsInEval, EnhancementTask):
     stage: int
 
     def __init__(self, net: nn.Module, eval_padding: str, lpips_weights: str | None, lr_milestones: Sequence[float],
-                 lr_gamma: float) -> None:
-        super().__init__(eval_padding, lpips_weights)
+                 lr_gamma: float, compile: bool = False, compile_mode: str | None = None) -> None:
+        super().__init__(eval_padding, lpips_weights, compile, compile_mode)
         self.net = net
         self.net.freeze_for_stage(self.stage)
         self.lr_milestones, self.lr_gamma = tuple(lr_milestones), float(lr_gamma)
@@ -197,7 +197,7 @@ class GlareStage2Module(_GlareStage):
         optimizer: factory called with the parameter groups (default Adam 5e-4, betas (0.9, 0.999)).
         encoder_weight_decay: E_c's weight decay (1e-5, the release's "RRDB" group).
         lr_milestones, lr_gamma: MultiStepLR at these fractions of ``trainer.max_steps``.
-        eval_padding, lpips_weights: :class:`~lightning_modules.enhancement.EnhancementTask`.
+        eval_padding, lpips_weights, compile, compile_mode: :class:`~lightning_modules.enhancement.EnhancementTask`.
     """
 
     stage = 2
@@ -205,12 +205,13 @@ class GlareStage2Module(_GlareStage):
     def __init__(self, net: nn.Module, stage1_checkpoint: str | None = None, objective: Objective = "nll",
                  optimizer: OptimizerCallable = _adam_stage2, encoder_weight_decay: float = 1e-5,
                  lr_milestones: Sequence[float] = RELEASED_MILESTONES, lr_gamma: float = 0.5,
-                 eval_padding: str = "release", lpips_weights: str | None = None) -> None:
+                 eval_padding: str = "release", lpips_weights: str | None = None, compile: bool = False,
+                 compile_mode: str | None = None) -> None:
         if objective not in ("nll", "l1"):
             raise ValueError(f"objective must be 'nll' or 'l1', got {objective!r}")
         if objective == "nll" and net.latent_model != "flow":
             raise ValueError("objective='nll' needs the flow; without I-LNF (latent_model='none') use objective='l1'")
-        super().__init__(net, eval_padding, lpips_weights, lr_milestones, lr_gamma)
+        super().__init__(net, eval_padding, lpips_weights, lr_milestones, lr_gamma, compile, compile_mode)
         self.save_hyperparameters(ignore=["net", "optimizer"])
         self.objective = objective
         self.optimizer_factory = optimizer
@@ -257,7 +258,7 @@ class GlareStage3Module(_GlareStage):
         stage1_checkpoint: the VQGAN (needed with a released Stage-II file; overrides the checkpoint's otherwise).
         loss: the released loss (default :class:`GLAREStage3Loss()`: without VGG weights its perceptual term is 0).
         optimizer: factory (default Adam 5e-5, betas (0.9, 0.999)).
-        lr_milestones, lr_gamma, eval_padding, lpips_weights: as :class:`GlareStage2Module`.
+        lr_milestones, lr_gamma, eval_padding, lpips_weights, compile, compile_mode: as :class:`GlareStage2Module`.
         mfd_init: ``"default"`` (the release) or ``"vqgan_decoder"`` (project extension, :data:`MfdInit`).
     """
 
@@ -267,11 +268,11 @@ class GlareStage3Module(_GlareStage):
                  loss: GLAREStage3Loss | None = None, optimizer: OptimizerCallable = _adam_stage3,
                  lr_milestones: Sequence[float] = RELEASED_MILESTONES, lr_gamma: float = 0.5,
                  eval_padding: str = "release", lpips_weights: str | None = None,
-                 mfd_init: MfdInit = "default") -> None:
+                 mfd_init: MfdInit = "default", compile: bool = False, compile_mode: str | None = None) -> None:
         if not net.aft:
             raise ValueError("Stage III trains the AFT decoder: build the net with aft=True")
         check_mfd_init(mfd_init, net)
-        super().__init__(net, eval_padding, lpips_weights, lr_milestones, lr_gamma)
+        super().__init__(net, eval_padding, lpips_weights, lr_milestones, lr_gamma, compile, compile_mode)
         self.save_hyperparameters(ignore=["net", "loss", "optimizer"])
         self.loss = loss if loss is not None else GLAREStage3Loss()
         self.optimizer_factory = optimizer

@@ -9,6 +9,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from lightning_modules.compile_switch import compile_network
 from lightning_modules.grad_layout import align_gradient_strides
 from lightning_modules.pretrained import load_pretrained_weights
 
@@ -30,9 +31,8 @@ class SegmentationTask(L.LightningModule):
 
     def configure_model(self) -> None:
         align_gradient_strides(self)  # before DDP wraps the module: no bucket-stride warning
-        if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile(mode=self.hparams.compile_mode)  # in place: checkpoints keep their keys
-            self._compiled = True
+        if self.hparams.compile:
+            compile_network(self, self.net, self.hparams.compile_mode)  # in place: checkpoints keep their keys
 
     def check_num_classes(self):
         """The attached datamodule (or ``None``); raises if its class count is not ``num_classes``."""

@@ -193,6 +193,16 @@ class GLARE(nn.Module):
         """``low (B, 3, H, W)`` in [0, 1], H and W multiples of 4 → enhanced ``(B, 3, H, W)`` (heat 0)."""
         return self.stage3_outputs(low).image
 
+    def compile_parts(self) -> dict[str, nn.Module]:
+        """The parts whose ``forward`` does the work, for the recipes' compile switch (the stages call
+        them through methods, not through :meth:`forward`): E_c, the flow's normalising direction, the
+        MFD and the VQGAN's encoder and decoder (the codebook lookup and the flow's inverse stay eager)."""
+        parts = {"stage2.cond_encoder": self.stage2.cond_encoder, "stage2.flow": self.stage2.flow,
+                 "deformable_decoder": self.deformable_decoder}
+        if self.vqgan is not None:
+            parts.update({"vqgan.encoder": self.vqgan.encoder, "vqgan.decoder": self.vqgan.decoder})
+        return {name: module for name, module in parts.items() if module is not None}
+
     # -------------------------------------------------------------------------------------------- training
     def gt_latent(self, normal: torch.Tensor) -> torch.Tensor:
         """The VQGAN encoder's continuous latent of the normal-light image: ``(B, 3, H, W) → (B, 3, H/4, W/4)``."""
