@@ -94,8 +94,8 @@ class GlareChainModule(FrozenPartsInEval, EnhancementTask):
             :func:`models.registry.input_size_for` reads); ``None``: the registry's padded LOL size 420 × 620.
         mfd_init: ``"default"`` (the release: PyTorch's initialisation) or ``"vqgan_decoder"`` (project
             extension: the MFD trunk starts as a copy of the Stage-I decoder, :func:`init_mfd`).
-        compile, compile_mode: :class:`~lightning_modules.enhancement.EnhancementTask` (the cached Stage-I
-            run trains the same, already compiled, encoder and decoder).
+        compile, compile_mode: :class:`~lightning_modules.enhancement.EnhancementTask` (Stages II and III;
+            the cached Stage-I run is trained in ``setup``, before the switch applies, so it runs eagerly).
     """
 
     def __init__(self, net: nn.Module, stage1_checkpoint: str | None = None, stage1_steps: int = 200,
