@@ -1,4 +1,5 @@
-"""bf16-mixed and the compile switch run through every paper recipe on the CPU; bf16 test metrics stay near fp32.
+"""bf16-mixed and the compile switch run through every paper recipe, on the CPU and (GPU tier) on CUDA;
+bf16 test metrics stay near fp32.
 
 Each recipe runs with its synthetic-data and smoke layers (the CI sizes). The bf16 and fp32 runs test
 the same untrained weights (the same seed), so the metrics differ only by bf16's rounding.
@@ -62,10 +63,16 @@ def test_every_recipe_is_covered():
     assert {f"{p.parent.name}/{p.stem}" for p in PAPER_RECIPES} <= set(RECIPES)
 
 
+#: The CPU in the default tier; CUDA in the GPU tier (``pytest -m gpu``), skipped without a device.
+ACCELERATORS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_bf16_mixed_tests_within_tolerance_of_fp32_and_fits(recipe, tmp_path, cache):
-    fp32 = _cli(tmp_path / "fp32", recipe)
-    bf16 = _cli(tmp_path / "bf16", recipe, **{"trainer.precision": "bf16-mixed"})
+def test_bf16_mixed_tests_within_tolerance_of_fp32_and_fits(recipe, accelerator, tmp_path, cache):
+    device = {"trainer.accelerator": accelerator, "trainer.devices": 1}
+    fp32 = _cli(tmp_path / "fp32", recipe, **device)
+    bf16 = _cli(tmp_path / "bf16", recipe, **device, **{"trainer.precision": "bf16-mixed"})
     weights = fp32.model.state_dict()
     assert all(torch.equal(weights[k], v) for k, v in bf16.model.state_dict().items())  # the same start
     for cli in (fp32, bf16):
@@ -84,9 +91,11 @@ def test_bf16_mixed_tests_within_tolerance_of_fp32_and_fits(recipe, tmp_path, ca
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("accelerator", ACCELERATORS)
 @pytest.mark.parametrize("recipe", RECIPES)
-def test_compile_switch_fits_and_tests(recipe, tmp_path, cache):
-    cli = _cli(tmp_path, recipe, **{"model.init_args.compile": True})
+def test_compile_switch_fits_and_tests(recipe, accelerator, tmp_path, cache):
+    cli = _cli(tmp_path, recipe, **{"model.init_args.compile": True, "trainer.accelerator": accelerator,
+                                    "trainer.devices": 1})
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     assert cli.model._compiled and cli.model.test_report.metrics
