@@ -15,7 +15,8 @@ import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.utilities import rank_zero_warn
 
-BF16_PRECISIONS = ("bf16-mixed", "bf16-true", "bf16")
+#: Lightning's names after its own normalisation ("bf16" becomes "bf16-mixed").
+BF16_PRECISIONS = ("bf16-mixed", "bf16-true")
 
 
 def cpu_has_native_bf16() -> bool:

@@ -26,13 +26,10 @@ class ConstantCache:
     def get(self, key: Hashable, build: Callable[[], torch.Tensor]) -> torch.Tensor:
         value = self._store.get(key)
         if value is None:
-            if torch.is_inference_mode_enabled():
+            if torch.is_inference_mode_enabled():  # only then: training and torch.compile tracing stay as they were
                 with torch.inference_mode(False):
                     value = build()
             else:
                 value = build()
             self._store[key] = value
         return value
-
-    def __len__(self) -> int:
-        return len(self._store)
